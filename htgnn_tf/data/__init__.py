@@ -1,0 +1,1 @@
+"""Dataset specs, the GraphTensor contract and the cohort hypergraph builder."""

@@ -1,0 +1,1 @@
+"""HT-GNN layers, one paper component per module."""
