@@ -2,7 +2,10 @@
 
 Implements Eq. (1)-(3) of the HT-GNN paper: every categorical id (Eq. 1) and every
 Scott's-rule bin id of a statistical feature (Eq. 2-3) is embedded, and the per-feature
-embeddings are concatenated into the initial user representation ``u_sc``.
+embeddings are concatenated into the initial user representation ``u_sc``. The bins
+themselves (Eq. 2) are computed by the dataset job
+(``htgnn_tf.data.transform.scott_bin_edges``); the table sizes come from
+``transform.vocab_sizes`` and ``transform.statistical_num_bins`` of its artifacts.
 
 Departures from / additions to the paper:
 
@@ -12,10 +15,8 @@ Departures from / additions to the paper:
 * Out-of-range ids are clipped, never an error (a serving request may carry them):
   a categorical id outside ``0 .. vocab_size-1`` becomes 0, the out-of-vocabulary id;
   a statistical bin id below 0 becomes bin 0 and one above the last bin becomes the last
-  bin (the open-ended tail bin of :func:`scott_bin_edges`).
-* :func:`scott_bin_edges` caps the number of bins at ``max_bins``: bins keep Scott's
-  width from the minimum, and the last bin is open-ended and holds the tail. Heavy-tailed
-  values (LTV, purchase counts) would otherwise need thousands of bins, nearly all empty.
+  bin (the same rule as ``np.searchsorted`` over the bin edges, which sends values
+  outside the train range to the first / last bin).
 """
 from __future__ import annotations
 
@@ -23,39 +24,6 @@ from typing import Sequence
 
 import numpy as np
 import tensorflow as tf
-
-
-def scott_bin_edges(values, max_bins: int) -> np.ndarray:
-    """Inner bin edges of Scott's rule, Eq. (2): bin width ``d = 3.5 sigma / n^(1/3)``.
-
-    Bins start at ``min(values)`` and have width d; there are
-    ``min(ceil((max - min) / d), max_bins)`` of them (at least 1), and the last bin is
-    open-ended (it holds everything above its left edge). Non-finite values are ignored.
-    ``sigma`` is the population standard deviation.
-
-    Args:
-      values: 1-D array of one feature's training values.
-      max_bins: cap on the number of bins (>= 1).
-
-    Returns:
-      float64 array of the ``num_bins - 1`` inner edges, increasing. The bin id of x is
-      ``np.searchsorted(edges, x, side="right")``, in ``0 .. num_bins - 1`` (values below
-      the minimum fall into bin 0). Empty when all values are equal or there are fewer
-      than two finite values.
-    """
-    if isinstance(max_bins, bool) or not isinstance(max_bins, (int, np.integer)) or max_bins < 1:
-        raise ValueError(f"max_bins must be a positive int, got {max_bins!r}")
-    values = np.asarray(values, np.float64).reshape(-1)
-    values = values[np.isfinite(values)]
-    if values.size < 2:
-        return np.zeros([0], np.float64)
-    sigma = values.std()
-    low, high = values.min(), values.max()
-    if sigma == 0.0 or high == low:
-        return np.zeros([0], np.float64)
-    width = 3.5 * sigma / values.size ** (1.0 / 3.0)
-    num_bins = int(min(max(np.ceil((high - low) / width), 1), max_bins))
-    return low + width * np.arange(1, num_bins, dtype=np.float64)
 
 
 def _validated_sizes(sizes, name: str, minimum: int) -> list[int]:

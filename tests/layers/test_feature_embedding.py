@@ -1,9 +1,9 @@
-"""Tests of FeatureEmbedding (Eq. 1-3) and scott_bin_edges (Eq. 2)."""
+"""Tests of FeatureEmbedding (Eq. 1-3)."""
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from htgnn_tf.layers.feature_embedding import FeatureEmbedding, scott_bin_edges
+from htgnn_tf.layers.feature_embedding import FeatureEmbedding
 
 DIM = 3
 
@@ -84,38 +84,3 @@ def test_config_round_trip_in_functional_model(tmp_path):
 def test_invalid_arguments_are_rejected(kwargs, bad):
     with pytest.raises(ValueError, match=bad):
         FeatureEmbedding(**kwargs)
-
-
-def test_scott_edges_worked_example():
-    values = np.arange(8.0)  # sigma = sqrt(5.25), n^(1/3) = 2
-    width = 3.5 * np.sqrt(5.25) / 2.0  # 4.0095..., range 7 -> ceil(7 / 4.0095) = 2 bins
-    np.testing.assert_allclose(scott_bin_edges(values, max_bins=64), [width])
-    ids = np.searchsorted(scott_bin_edges(values, 64), values, side="right")
-    np.testing.assert_array_equal(ids, [0, 0, 0, 0, 0, 1, 1, 1])
-
-
-def test_scott_edges_cap_keeps_width_and_open_tail():
-    values = np.array([0.0] * 50 + [1.0] * 50 + [1000.0])  # range / Scott width = 14 bins
-    width = 3.5 * values.std() / 101 ** (1 / 3)
-    edges = scott_bin_edges(values, max_bins=4)
-    np.testing.assert_allclose(edges, [width, 2 * width, 3 * width])
-    ids = np.searchsorted(edges, [-1.0, 0.0, 1.0, 1000.0, 1e9], side="right")
-    np.testing.assert_array_equal(ids, [0, 0, 0, 3, 3])
-
-
-@pytest.mark.parametrize("values", [[], [5.0], [2.0, 2.0, 2.0], [np.nan, 1.0, np.inf]],
-                         ids=["empty", "one", "constant", "one_finite"])
-def test_scott_edges_degenerate_inputs_give_one_bin(values):
-    assert scott_bin_edges(values, max_bins=8).shape == (0,)
-
-
-def test_scott_edges_ignore_non_finite_values():
-    values = np.arange(8.0)
-    np.testing.assert_array_equal(scott_bin_edges(np.append(values, [np.nan, -np.inf]), 64),
-                                  scott_bin_edges(values, 64))
-
-
-@pytest.mark.parametrize("max_bins", [0, 2.0, True])
-def test_scott_edges_reject_bad_cap(max_bins):
-    with pytest.raises(ValueError, match=str(max_bins)):
-        scott_bin_edges([1.0, 2.0], max_bins)
