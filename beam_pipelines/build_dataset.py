@@ -29,6 +29,7 @@ every extra flag is passed to Beam's PipelineOptions.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import sys
@@ -60,18 +61,20 @@ class InputError(ValueError):
 
 
 # ---------------------------------------------------------------- pre-flight checks
-def check_inputs(spec: DatasetSpec) -> dict[str, list[str]]:
+def check_inputs(spec: DatasetSpec) -> tuple[DatasetSpec, dict[str, list[str]]]:
     """Resolves the input files and checks them before the job starts.
 
-    Raises InputError for a missing file, an empty file and a column the spec names
-    that the file lacks. Returns {"events": [paths], "profiles": [paths]}.
+    Raises InputError for a missing file, an empty file, files of one input with
+    different headers and a column the spec names that the file lacks. Returns the spec
+    with the column names of header files filled in, and {"events": [paths],
+    "profiles": [paths]}.
     """
     tables = {EVENTS: spec.events}
     if spec.profiles:
         tables[PROFILES] = spec.profiles
     resolved = {}
     for input_name, table in tables.items():
-        paths = []
+        paths, headers = [], set()
         for name in table.files:
             try:
                 path = sources.resolve(name)
@@ -81,13 +84,21 @@ def check_inputs(spec: DatasetSpec) -> dict[str, list[str]]:
             if not matches:
                 raise InputError(f"{input_name} file {path!r} does not exist")
             for match in matches:
-                _check_file(match, input_name, table, spec)
+                headers.add(_check_file(match, input_name, table, spec))
             paths += matches
+        if len(headers) > 1:
+            raise InputError(f"the {input_name} files have different headers: "
+                             f"{sorted(headers)}; give them one header")
+        header = headers.pop()
+        if header and not table.columns:
+            table = dataclasses.replace(table, columns=header)
+            spec = dataclasses.replace(spec, **{input_name: table})
         resolved[input_name] = paths
-    return resolved
+    return spec, resolved
 
 
-def _check_file(path: str, input_name: str, table, spec: DatasetSpec) -> None:
+def _check_file(path: str, input_name: str, table, spec: DatasetSpec) -> tuple[str, ...]:
+    """Checks one file; returns its header columns (empty without a header)."""
     first_line, has_data = None, False
     for raw in _lines(path):
         if first_line is None:
@@ -103,23 +114,18 @@ def _check_file(path: str, input_name: str, table, spec: DatasetSpec) -> None:
                          f"check the path in the spec or remove the file")
     required = rowlib.required_columns(spec, input_name)
     if table.format == "jsonl":
-        return  # columns are checked per row (missing keys reject the row)
-    if table.has_header:
-        header = rowlib.header_columns(first_line, table)
-        if table.columns and len(header) != len(table.columns):
-            raise InputError(f"{input_name} file {path!r}: header has {len(header)} columns "
-                             f"{list(header)} but the spec lists {len(table.columns)} in "
-                             f"'{input_name}.columns'")
-        names = table.columns or header
-        missing = [c for c in required if c not in names]
-        if missing:
-            raise InputError(f"{input_name} file {path!r} has no column(s) {missing}; its "
-                             f"columns are {list(names)}. Fix the column names in the spec.")
-    else:
-        missing = [c for c in required if c not in table.columns]
-        if missing:
-            raise InputError(f"the spec names column(s) {missing} that are not in "
-                             f"'{input_name}.columns' {list(table.columns)}")
+        return ()  # columns are checked per row (missing keys reject the row)
+    header = rowlib.header_columns(first_line, table) if table.has_header else ()
+    if table.has_header and table.columns and len(header) != len(table.columns):
+        raise InputError(f"{input_name} file {path!r}: header has {len(header)} columns "
+                         f"{list(header)} but the spec lists {len(table.columns)} in "
+                         f"'{input_name}.columns'")
+    names = table.columns or header
+    missing = [c for c in required if c not in names]
+    if missing:
+        raise InputError(f"{input_name} file {path!r} has no column(s) {missing}; its "
+                         f"columns are {list(names)}. Fix the column names in the spec.")
+    return tuple(header)
 
 
 def _lines(path: str) -> Iterable[str]:
@@ -477,7 +483,7 @@ def run(spec: DatasetSpec, out: str, runner: str = "FnApiRunner",
         beam_args: list[str] | None = None) -> dict:
     """Checks the inputs, runs the job, writes schemas and run_report.json; returns it."""
     start = time.time()
-    inputs = check_inputs(spec)
+    spec, inputs = check_inputs(spec)
     dims = transform.feature_dims(spec)
     if not FileSystems.exists(out):
         FileSystems.mkdirs(out)

@@ -211,6 +211,10 @@ def parse_spec(raw: dict, base_dir: Path | str = ".") -> DatasetSpec:
             continue
         raise SpecError(f"field 'derived_categoricals' has {d!r}; allowed: "
                         f"{list(DERIVED_CATEGORICALS)} or '{FIRST_DAY_BAND_PREFIX}<metric>'")
+    if not derived and not (profiles and profiles.categorical):
+        raise SpecError("field 'derived_categoricals' is empty and the profiles have no "
+                        "categorical columns: the model needs at least one categorical "
+                        f"feature; use e.g. {list(DERIVED_CATEGORICALS)}")
     bands = tuple(float(b) for b in raw.get("first_day_bands", (1, 2, 4)))
     if list(bands) != sorted(set(bands)):
         raise SpecError(f"field 'first_day_bands' must be strictly increasing, got {list(bands)}")
