@@ -15,6 +15,10 @@ COMMANDS = {
                       "raw logs -> TFRecords of cohort hypergraph GraphTensors (Beam)"),
     "simulate": ("beam_pipelines.simulate",
                  "write a seeded simulated raw log (events, profiles, spec)"),
+    "train": ("htgnn_tf.training", "train HT-GNN with model.fit (resumable)"),
+    "evaluate": ("htgnn_tf.evaluate",
+                 "test-split metrics, stratified protocol, report.md with plots"),
+    "serve": ("serving.server", "TF-Serving-protocol gRPC/REST model server"),
 }
 
 
