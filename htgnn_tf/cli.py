@@ -18,6 +18,7 @@ COMMANDS = {
     "train": ("htgnn_tf.training", "train HT-GNN with model.fit (resumable)"),
     "evaluate": ("htgnn_tf.evaluate",
                  "test-split metrics, stratified protocol, report.md with plots"),
+    "export": ("htgnn_tf.export", "export a trained model as a TF Serving SavedModel"),
     "serve": ("serving.server", "TF-Serving-protocol gRPC/REST model server"),
 }
 

@@ -28,14 +28,16 @@ STRATA = ((30, 30, 180), (180, 181, 365), (365, 366, None))  # horizon, lifetime
 
 
 def collect(model, ds, config) -> dict[str, np.ndarray]:
-    """Runs the model over a dataset of batched graphs; returns per-user arrays of every
-    output and of the labels / observed totals needed by the metrics."""
+    """Per-user arrays of the labels and observed totals of a dataset of batched graphs,
+    and of every model output (``pred_<name>``) unless `model` is None."""
     out: dict[str, list] = {}
     for graph in ds:
-        predictions = model(graph, training=False)
         merged = graph.merge_batch_to_components()
         users = merged.node_sets[gs.USER]
-        rows = {f"pred_{name}": predictions[name].numpy() for name in predictions}
+        rows = {}
+        if model is not None:
+            predictions = model(graph, training=False)
+            rows = {f"pred_{name}": predictions[name].numpy() for name in predictions}
         for name in gs.label_feature_names(config.horizons):
             rows[name] = users[name].numpy()
         seq = users[gs.SEQ_VALUES].numpy()
@@ -97,15 +99,15 @@ def evaluate(model_dir: str, data_dir: str, out_dir: str, obs_days: int = 7,
     if not 1 <= obs_days <= window:
         raise ValueError(f"--obs-days must be in 1..{window} (the observation window W)")
 
-    def rows_at(split: str, s: int) -> dict:
+    def rows_at(split: str, s: int, with_model: bool) -> dict:
         ds = training.parsed(training.cohort_dataset(data_dir, split), schema,
                              batch_cohorts, obs_days=s)
-        return collect(model, ds, config)
+        return collect(model if with_model else None, ds, config)
 
     results = []
     for s in (range(1, window + 1) if curve else [obs_days]):
-        ratios = train_ratios(rows_at("train", s), horizons)
-        batch = slices(rows_at("test", s), ratios, horizons, s)
+        ratios = train_ratios(rows_at("train", s, with_model=False), horizons)
+        batch = slices(rows_at("test", s, with_model=True), ratios, horizons, s)
         # The strata at the main s only; the curve over s for all test users.
         results += batch if s == obs_days else [r for r in batch if r["population"] == "test"]
         if s == obs_days:
