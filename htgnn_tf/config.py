@@ -90,6 +90,7 @@ class LossConfig:
     beta3: float = 1.0
     quantile: float = 0.95
     huber_delta: float = 1.0
+    epsilon: float = 1e-6
 
 
 @dataclasses.dataclass
