@@ -236,3 +236,24 @@ def test_empty_file_and_missing_column_fail_before_the_job(tmp_path):
     wrong = parse_spec({**spec.to_json_dict(), "metrics": ["value", "clicks"]})
     with pytest.raises(bd.InputError, match=r"no column\(s\) \['clicks'\]"):
         bd.check_inputs(wrong)
+
+
+def test_direct_runner_writes_the_same_graphs_as_fnapi_runner(tmp_path):
+    spec = make_spec(tmp_path, GOOD_ROWS + list(BAD_ROWS))
+    reports, graphs = {}, {}
+    for runner in ("FnApiRunner", "DirectRunner"):
+        out = str(tmp_path / runner)
+        reports[runner] = bd.run(spec, out, runner=runner)
+        graphs[runner] = sorted(
+            record for split in bd.SPLITS
+            for path in glob.glob(os.path.join(out, split, "*.tfrecord"))
+            for record in _records(path))
+    for key in ("rows", "users", "cohorts", "censored_labels"):
+        assert reports["FnApiRunner"][key] == reports["DirectRunner"][key]
+    assert graphs["FnApiRunner"] == graphs["DirectRunner"] and graphs["FnApiRunner"]
+
+
+def _records(path):
+    import tensorflow as tf
+
+    return [r.numpy() for r in tf.data.TFRecordDataset([path])]
