@@ -11,7 +11,6 @@ import sys
 import time
 
 import numpy as np
-import pytest
 
 import htgnn_tf  # noqa: F401
 import tensorflow as tf
@@ -159,7 +158,8 @@ def test_killed_run_resumes_from_its_backup(tiny_data, tmp_path):
                "sys.exit(training.main(sys.argv[1:]))",
                "--data", tiny_data, "--out", out, "--epochs", str(epochs),
                "--max-steps-per-epoch", str(steps), "--batch-cohorts", "2"]
-    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2")
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2",
+               PYTHONUNBUFFERED="1")
     first_log = tmp_path / "first.log"
     with open(first_log, "w") as log:
         first = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
