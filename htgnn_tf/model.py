@@ -170,10 +170,11 @@ class HTGNNLayers:
         self.regression = DynamicTower(**tower, kind="regression", name="regression_towers")
         self.classification = DynamicTower(**tower, kind="classification",
                                            name="classification_towers")
+        # Sums of dollars and the readout stay in float32 under mixed precision.
         self.observed = ObservedTotals(value_metric_index=c.value_metric_index,
-                                       name="observed_totals")
+                                       name="observed_totals", dtype="float32")
         self.readout = ResidualReadout(scales=[c.label_scales[t] for t in c.task_names],
-                                       name="residual_readout")
+                                       name="residual_readout", dtype="float32")
 
     def __call__(self, graph: tfgnn.GraphTensor, training_graph: bool) -> dict:
         """Builds the outputs on a merged GraphTensor; returns outputs and internals."""
@@ -231,7 +232,7 @@ def build_training_model(config: ModelConfig, schema, layers: HTGNNLayers | None
     internals["predictions"] = HTGNNLoss(
         scales=[config.label_scales[t] for t in config.task_names],
         loss_config=layer_kwargs(config.loss), use_js=config.use_hypergraph,
-        name="multi_loss")(loss_inputs)
+        name="multi_loss", dtype="float32")(loss_inputs)
     return tf.keras.Model(batch, _outputs_dict(config, users, internals), name="htgnn_train")
 
 
