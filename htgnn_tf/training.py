@@ -12,7 +12,8 @@
 * Writes ``model_config.json``, ``train_config.json``, ``transform.json`` and the
   schemas beside the final weights (``weights/final``), so evaluation and export rebuild
   the model from the config alone.
-* GPU paths: ``--mixed-precision`` (mixed_float16 policy), ``--xla`` (jit_compile),
+* GPU paths: ``--mixed-precision`` (mixed_float16 policy), ``--xla`` (the dense blocks
+  jit-compiled, see ``model.JitCompiled``),
   ``--strategy mirrored|one_device`` (tf.distribute); all run on CPU too.
 """
 from __future__ import annotations
@@ -137,7 +138,7 @@ def train(data_dir: str, out_dir: str, model_config: ModelConfig,
     with distribution_strategy(train_config.strategy).scope():
         model, _ = build_models(model_config, data_dir)
         optimizer = tf.keras.optimizers.Adam(train_config.learning_rate, clipnorm=1.0)
-        model.compile(optimizer=optimizer, jit_compile=train_config.xla)
+        model.compile(optimizer=optimizer)
     callbacks = [
         tf.keras.callbacks.BackupAndRestore(os.path.join(out_dir, "backup")),
         tf.keras.callbacks.ModelCheckpoint(
@@ -189,7 +190,8 @@ def parse_args(argv=None):
                    help="ablation w/o DT: plain linear / sigmoid heads")
     p.add_argument("--mixed-precision", action="store_true",
                    help="mixed_float16 compute (for GPUs)")
-    p.add_argument("--xla", action="store_true", help="compile the train step with XLA")
+    p.add_argument("--xla", action="store_true",
+                   help="XLA-compile the dense blocks (temporal encoder, towers)")
     p.add_argument("--strategy", choices=["default", "mirrored", "one_device"],
                    default="default", help="tf.distribute strategy")
     p.add_argument("--max-steps-per-epoch", type=int, default=None,
@@ -199,7 +201,7 @@ def parse_args(argv=None):
 
 def config_from_args(args, artifacts) -> tuple[ModelConfig, TrainConfig]:
     model_config = ModelConfig.from_artifacts(
-        artifacts, use_hypergraph=not args.no_hypergraph, seed=args.seed,
+        artifacts, use_hypergraph=not args.no_hypergraph, seed=args.seed, xla=args.xla,
         loss={"mode": args.loss},
         moe={"use_dynamic_weighting": not args.no_dynamic_weighting},
         tower={"use_dynamic_towers": not args.no_dynamic_towers})
@@ -222,8 +224,11 @@ def main(argv=None) -> int:
     except FileNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    # Fewer than VALIDATION_EVERY train cohorts leave the validation part empty.
+    validation = (f"best val_loss {min(history['val_loss']):.4f}" if "val_loss" in history
+                  else f"no validation cohorts (fewer than {VALIDATION_EVERY} train cohorts)")
     print(f"trained {len(history['loss'])} epochs in {time.time() - start:.0f} s; "
-          f"best val_loss {min(history['val_loss']):.4f}; model in {args.out}")
+          f"{validation}; model in {args.out}")
     return 0
 
 
