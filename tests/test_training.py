@@ -204,3 +204,25 @@ def test_killed_run_resumes_from_its_backup(tiny_data, tmp_path):
     assert final in (backup_iterations + remaining * steps,
                      backup_iterations + remaining * steps + 1)
     assert final > remaining * steps + 1
+
+
+def test_train_with_fewer_train_cohorts_than_validation_every(tiny_data, tmp_path, capsys):
+    """No cohort lands in the validation part: training still finishes and reports it
+    (instead of failing on a missing val_loss)."""
+    data = tmp_path / "small"
+    (data / "train").mkdir(parents=True)
+    for name in ("transform.json", "graph_schema.pbtxt", "serving_graph_schema.pbtxt"):
+        (data / name).write_bytes(open(os.path.join(tiny_data, name), "rb").read())
+    kept = serialized_cohorts(tiny_data, "train")[:training.VALIDATION_EVERY - 1]
+    with tf.io.TFRecordWriter(str(data / "train" / "graphs-00000-of-00001.tfrecord")) as f:
+        for example in kept:
+            f.write(example)
+    out = tmp_path / "model"
+    code = training.main(["--data", str(data), "--out", str(out), "--epochs", "1",
+                          "--max-steps-per-epoch", "1", "--batch-cohorts", "4"])
+    assert code == 0
+    assert "no validation" in capsys.readouterr().out
+    with open(out / "history.json") as f:
+        history = json.load(f)
+    assert len(history["loss"]) == 1 and "val_loss" not in history
+    assert optimizer_iterations(str(out / "weights" / "final")) >= 1
