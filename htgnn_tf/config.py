@@ -106,6 +106,8 @@ class ModelConfig:
     label_scales: dict[str, float] = dataclasses.field(default_factory=dict)
     use_hypergraph: bool = True
     seed: int = 17
+    # XLA-compile the dense blocks (see model.JitCompiled); set by `htgnn train --xla`.
+    xla: bool = False
     features: FeatureConfig = dataclasses.field(default_factory=FeatureConfig)
     hypergraph: HypergraphConfig = dataclasses.field(default_factory=HypergraphConfig)
     sequence: SequenceConfig = dataclasses.field(default_factory=SequenceConfig)
@@ -193,4 +195,4 @@ class TrainConfig:
     seed: int = 17
     mixed_precision: bool = False
     xla: bool = False
-    strategy: Literal["default", "mirrored", "one_device"] = "default"
+    strategy: Literal["default", "mirrored"] = "default"

@@ -152,6 +152,28 @@ class HTGNNLoss(tf.keras.layers.Layer):
                 "loss_config": self.loss_config, "use_js": self.use_js}
 
 
+class JitCompiled(tf.keras.layers.Layer):
+    """Runs a dense block under ``tf.function(jit_compile=True)`` (XLA).
+
+    Keras's ``compile(jit_compile=True)`` cannot compile the whole train step here: it
+    holds ragged GraphTensor ops and string features that XLA does not support. So
+    ``ModelConfig.xla`` compiles the dense per-user blocks instead (temporal encoder,
+    towers), where the FLOPs are. Saved with the weights only (the model is rebuilt
+    from its config).
+    """
+
+    def __init__(self, layer: tf.keras.layers.Layer, **kwargs):
+        super().__init__(name=f"xla_{layer.name}", **kwargs)
+        self.layer = layer
+        self._compiled = tf.function(self._forward, jit_compile=True)
+
+    def _forward(self, inputs, training):
+        return self.layer(inputs, training=training)
+
+    def call(self, inputs, training=None):
+        return self._compiled(inputs, bool(training))
+
+
 class HTGNNLayers:
     """Every layer of the model, created once from the config and shared by the
     training and the serving model."""
@@ -175,6 +197,10 @@ class HTGNNLayers:
                                        name="observed_totals", dtype="float32")
         self.readout = ResidualReadout(scales=[c.label_scales[t] for t in c.task_names],
                                        name="residual_readout", dtype="float32")
+        if c.xla:
+            self.sequence = JitCompiled(self.sequence)
+            self.regression = JitCompiled(self.regression)
+            self.classification = JitCompiled(self.classification)
 
     def __call__(self, graph: tfgnn.GraphTensor, training_graph: bool) -> dict:
         """Builds the outputs on a merged GraphTensor; returns outputs and internals."""

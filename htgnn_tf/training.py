@@ -14,7 +14,7 @@
   the model from the config alone.
 * GPU paths: ``--mixed-precision`` (mixed_float16 policy), ``--xla`` (the dense blocks
   jit-compiled, see ``model.JitCompiled``),
-  ``--strategy mirrored|one_device`` (tf.distribute); all run on CPU too.
+  ``--strategy mirrored`` (tf.distribute); all run on CPU too (tests/test_gpu_paths.py).
 """
 from __future__ import annotations
 
@@ -97,12 +97,10 @@ def cap_obs_days(graph: tfgnn.GraphTensor, obs_days: int) -> tfgnn.GraphTensor:
 def distribution_strategy(name: str) -> tf.distribute.Strategy:
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
-    if name == "one_device":
-        return tf.distribute.OneDeviceStrategy("/gpu:0" if tf.config.list_physical_devices(
-            "GPU") else "/cpu:0")
     if name == "default":
         return tf.distribute.get_strategy()
-    raise ValueError(f"strategy must be default, mirrored or one_device, got {name!r}")
+    raise ValueError(f"strategy must be default or mirrored, got {name!r} (BackupAndRestore "
+                     "supports no other single-host strategy)")
 
 
 def build_models(config: ModelConfig, data_dir: str):
@@ -127,11 +125,17 @@ def train(data_dir: str, out_dir: str, model_config: ModelConfig,
         shutil.copy(os.path.join(data_dir, name), os.path.join(out_dir, name))
 
     schema = read_schema(data_dir)
+    num_validation = sum(1 for _ in cohort_dataset(data_dir, "train", "validation"))
     fit_ds = parsed(cohort_dataset(data_dir, "train", "fit").shuffle(
         256, seed=train_config.seed, reshuffle_each_iteration=True),
         schema, train_config.batch_cohorts)
     val_ds = parsed(cohort_dataset(data_dir, "train", "validation"), schema,
-                    train_config.batch_cohorts)
+                    train_config.batch_cohorts) if num_validation else None
+    monitor = "val_loss" if num_validation else "loss"
+    if not num_validation:
+        print(f"note: fewer than {VALIDATION_EVERY} train cohorts, so no validation cohort: "
+              "early stopping watches the training loss; for model selection build the "
+              "dataset with a smaller cohort_size", file=sys.stderr)
     if max_steps_per_epoch:
         fit_ds = fit_ds.take(max_steps_per_epoch)
 
@@ -145,7 +149,7 @@ def train(data_dir: str, out_dir: str, model_config: ModelConfig,
             os.path.join(out_dir, "checkpoints", "epoch-{epoch:03d}"), save_weights_only=True),
         tf.keras.callbacks.TensorBoard(os.path.join(out_dir, "tensorboard"),
                                        update_freq="epoch", profile_batch=0),
-        tf.keras.callbacks.EarlyStopping(monitor="val_loss",
+        tf.keras.callbacks.EarlyStopping(monitor=monitor,
                                          patience=train_config.early_stopping_patience,
                                          restore_best_weights=True),
     ]
@@ -192,8 +196,8 @@ def parse_args(argv=None):
                    help="mixed_float16 compute (for GPUs)")
     p.add_argument("--xla", action="store_true",
                    help="XLA-compile the dense blocks (temporal encoder, towers)")
-    p.add_argument("--strategy", choices=["default", "mirrored", "one_device"],
-                   default="default", help="tf.distribute strategy")
+    p.add_argument("--strategy", choices=["default", "mirrored"], default="default",
+                   help="tf.distribute strategy: mirrored = all local GPUs (or the CPU)")
     p.add_argument("--max-steps-per-epoch", type=int, default=None,
                    help="cap on steps per epoch (quick runs)")
     return p.parse_args(argv)
