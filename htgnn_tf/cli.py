@@ -20,6 +20,8 @@ COMMANDS = {
                  "test-split metrics, stratified protocol, report.md with plots"),
     "export": ("htgnn_tf.export", "export a trained model as a TF Serving SavedModel"),
     "serve": ("serving.server", "TF-Serving-protocol gRPC/REST model server"),
+    "predict": ("serving.predict", "score users over gRPC from cohort TFRecords or a raw log"),
+    "score": ("beam_pipelines.score", "Beam batch scoring of cohort TFRecords with a SavedModel"),
 }
 
 

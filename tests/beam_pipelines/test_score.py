@@ -1,0 +1,130 @@
+"""Beam batch scoring against the client: the scored PCollection (TestPipeline +
+assert_that) and the written shards equal what `htgnn predict` gets from the real model
+server (a subprocess on loopback) for the same cohort examples."""
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import os
+import signal
+
+import numpy as np
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import BeamAssertException, assert_that
+
+import apache_beam as beam
+import htgnn_tf  # noqa: F401
+from beam_pipelines import score
+from htgnn_tf import demo, export
+from htgnn_tf.data import graph_schema as gs
+from serving import predict
+from serving.client import PredictClient
+from tests.helpers import serialized_cohorts, tiny_data, trained  # noqa: F401  (fixtures)
+
+MODEL = "htgnn"
+RTOL, ATOL = 1e-5, 1e-6
+
+
+@pytest.fixture(scope="module")
+def version_dir(tmp_path_factory, trained):
+    return export.export(trained[0], str(tmp_path_factory.mktemp("serving") / MODEL))
+
+
+@pytest.fixture(scope="module")
+def client_records(version_dir, tiny_data):
+    """user_id -> record of `htgnn predict` over gRPC for the test cohorts."""
+    port = demo.free_port()
+    server = demo.start_server(os.path.dirname(version_dir), port)
+    try:
+        with PredictClient(f"127.0.0.1:{port}", MODEL, timeout=60.0) as client:
+            demo.wait_until_serving(client, server)
+            outputs = predict.predict_tfrecords(
+                client, os.path.join(tiny_data, "test", "*.tfrecord"))
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
+    return {r[gs.USER_ID]: r for r in predict.prediction_records(outputs)}
+
+
+def assert_records_equal(actual: dict, expected: dict) -> None:
+    """Same users, same columns, values within float32 rounding of batching."""
+    if sorted(actual) != sorted(expected):
+        raise BeamAssertException(f"users differ: {sorted(set(actual) ^ set(expected))}")
+    for user_id, record in expected.items():
+        got = actual[user_id]
+        if list(got) != list(record):
+            raise BeamAssertException(f"columns {list(got)} != {list(record)}")
+        for name, value in record.items():
+            if name == gs.USER_ID:
+                continue
+            if not np.isclose(float(got[name]), value, rtol=RTOL, atol=ATOL):
+                raise BeamAssertException(f"{user_id} {name}: {got[name]} != {value}")
+
+
+def test_users_in_cohort_counts_the_user_nodes(tiny_data):
+    from tests.helpers import parse_batch
+
+    examples = serialized_cohorts(tiny_data, "test")
+    graph = parse_batch(tiny_data, examples)
+    sizes = graph.node_sets[gs.USER].sizes.numpy().reshape(-1)
+    assert [score.users_in_cohort(e) for e in examples] == sizes.tolist()
+    with pytest.raises(ValueError, match="not a cohort GraphTensor"):
+        score.users_in_cohort(b"")
+
+
+def test_scored_pcollection_equals_the_client(version_dir, tiny_data, client_records):
+    examples = serialized_cohorts(tiny_data, "test")
+    assert len(examples) >= 3  # batches of 2 cohorts cut into cohorts and users
+
+    def matches(scored):
+        assert_records_equal({user_id: record for user_id, record in scored}, client_records)
+        keys = [user_id for user_id, record in scored if record[gs.USER_ID] != user_id]
+        if keys:
+            raise BeamAssertException(f"records keyed by another user: {keys}")
+
+    with TestPipeline(runner="FnApiRunner") as pipeline:
+        scored = (pipeline
+                  | "Examples" >> beam.Create(examples)
+                  | "Score" >> score.ScoreCohorts(version_dir, batch_cohorts=2))
+        assert_that(scored, matches)
+
+
+def test_job_writes_jsonl_shards_equal_to_the_client(tmp_path, version_dir, tiny_data,
+                                                     client_records, capsys):
+    out = str(tmp_path / "scores" / "part")
+    code = score.main(["--model", os.path.dirname(version_dir),  # base path: highest version
+                       "--tfrecords", os.path.join(tiny_data, "test", "graphs-*.tfrecord"),
+                       "--out", out, "--batch-cohorts", "3", "--direct_num_workers", "1"])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["model"] == version_dir and report["users"] == len(client_records)
+    assert report["files"] == sorted(glob.glob(out + "-*-of-*.jsonl"))
+    records = [json.loads(line) for path in report["files"] for line in open(path)]
+    assert len(records) == len(client_records)
+    assert_records_equal({r[gs.USER_ID]: r for r in records}, client_records)
+
+
+def test_job_writes_csv_shards_equal_to_the_client(tmp_path, version_dir, tiny_data,
+                                                   client_records):
+    out = str(tmp_path / "scores")
+    report = score.run(version_dir, os.path.join(tiny_data, "test", "*.tfrecord"), out,
+                       fmt="csv", runner="DirectRunner")
+    rows = []
+    for path in report["files"]:
+        with open(path, newline="") as f:
+            rows += list(csv.DictReader(f))  # a header in every shard
+    columns = list(next(iter(client_records.values())))
+    assert all(list(row) == columns for row in rows)
+    parsed = {row[gs.USER_ID]: {k: (v if k == gs.USER_ID else float(v)) for k, v in row.items()}
+              for row in rows}
+    assert len(parsed) == len(rows) == len(client_records)
+    assert_records_equal(parsed, client_records)
+
+
+def test_bad_inputs_say_what_to_do(tmp_path, version_dir):
+    with pytest.raises(score.ScoreError, match="no saved_model.pb"):
+        score.run(str(tmp_path), "x", str(tmp_path / "o"))
+    with pytest.raises(score.ScoreError, match="no TFRecord files match"):
+        score.run(version_dir, str(tmp_path / "none-*.tfrecord"), str(tmp_path / "o"))
