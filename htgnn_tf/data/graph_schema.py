@@ -28,9 +28,9 @@ Label features (only in the training schema, ``with_labels=True``), per horizon 
 lt_{h}                 float32    []        LT_h, active days in [0, h)
 ltv_{h}                float32    []        LTV_h, value in [0, h) (units of the value metric)
 label_mask_{h}         float32    []        1 if day h-1 is on or before the snapshot date
-last_active_day_{h}    int64      []        last active day in [0, h); the classification
-                                            target for s observed days is ``>= s``
-lifetime_days          int64      []        last minus first active day (whole log)
+last_active_day_{h}    int64      []        last active day in [0, h), -1 if none; the
+                                            classification target for s days is ``>= s``
+lifetime_days          int64      []        last active day (whole log), day 0 = first row
 =====================  =========  ========  ==================================================
 
 The serving schema (``with_labels=False``) has only the input features, so a client

@@ -4,7 +4,8 @@ Every row either parses into an event / profile record or is rejected with one r
 from :data:`REJECT_REASONS`; nothing is dropped silently. The policy for metric values:
 non-numeric, NaN, infinite and negative values reject the row (LTV labels are
 non-negative by contract: refunds must be netted before the log reaches the job). A row
-whose metrics are all zero is a valid activity record: its day counts as active.
+whose metrics are all zero is valid and used, but a day is active only when its summed
+metrics are not all zero (see :mod:`htgnn_tf.data.users`).
 
 The same functions parse rows in the Beam job and in the serving client.
 """

@@ -3,8 +3,13 @@
 Day 0 is the user's first active date (acquisition). For one user this module computes
 (DESIGN.md, "Per-user example"):
 
+* an **active day** is a day whose summed metrics are not all zero (several rows on one
+  day are summed: one active day). A row whose metrics are all zero is valid and used,
+  but does not make its day active: the model sees days only through their metric
+  values, so labels and inputs must agree on what activity is. Day 0 is the date of the
+  user's first row (acquisition), active or not;
 * ``seq_values`` [T, W]: the daily total of each metric on days 0..W-1, zero on days not
-  observed (day >= obs_days); several rows on one day are summed (one active day);
+  observed (day >= obs_days);
 * ``obs_days`` = min(W, days from acquisition to the snapshot date, inclusive);
 * ``stat_values``: acquisition-day (day 0) totals of every metric, then the numeric
   profile columns (0.0 for a user without a profile row). Day 0 is observed for every
@@ -16,9 +21,9 @@ Day 0 is the user's first active date (acquisition). For one user this module co
 * per horizon h: ``lt_h`` = active days in [0, h), ``ltv_h`` = value in [0, h),
   ``label_mask_h`` = 1 when day h-1 is on or before the snapshot date (0 = censored,
   the label is then computed on the days that exist but must not be used),
-  ``last_active_day_h`` = last active day in [0, h): the classification target
-  "activity after the s observed days" is ``last_active_day_h >= s``;
-* ``lifetime_days`` = last minus first active day over the whole log.
+  ``last_active_day_h`` = last active day in [0, h), -1 if none: the classification
+  target "activity after the s observed days" is ``last_active_day_h >= s``;
+* ``lifetime_days`` = last active day (0 if none) over the whole log.
 """
 from __future__ import annotations
 
@@ -64,7 +69,8 @@ def aggregate_user(user_id: str, events: Iterable[Event], profile: Profile | Non
         daily.setdefault(day, np.zeros(len(spec.metrics)))
         daily[day] += np.asarray(event.metrics, np.float64)
     days = np.array(sorted(daily), dtype=np.int64)
-    values = np.stack([daily[d] for d in days])  # [active_days, T]
+    values = np.stack([daily[d] for d in days])  # [days with rows, T]
+    active = np.any(values > 0, axis=1)  # [days with rows]
     value_index = spec.metrics.index(spec.value_metric)
 
     obs = observed_days(first, spec, today)
@@ -98,10 +104,11 @@ def aggregate_user(user_id: str, events: Iterable[Event], profile: Profile | Non
     if with_labels:
         for h in spec.horizons:
             within = days < h
-            record[gs.lt_name(h)] = float(np.sum(within))
+            active_within = within & active
+            record[gs.lt_name(h)] = float(np.sum(active_within))
             record[gs.ltv_name(h)] = float(np.sum(values[within, value_index]))
             horizon_end = first + datetime.timedelta(days=h - 1)
             record[gs.label_mask_name(h)] = float(horizon_end <= spec.snapshot_date)
-            record[gs.last_active_name(h)] = int(days[within].max())
-        record[gs.LIFETIME_DAYS] = int(days.max() - days.min())
+            record[gs.last_active_name(h)] = int(days[active_within].max(initial=-1))
+        record[gs.LIFETIME_DAYS] = int(days[active].max(initial=0))
     return record

@@ -23,7 +23,7 @@ GOOD_ROWS = [
     "u1,2024-01-12,3,1",     # day 11: inside h=20, outside h=10
     "u2,2024-01-05,0,1",     # one-time buyer with a zero-value row
     "u3,2024-01-25,4,1",     # acquired late: h=20 censored by the snapshot
-    "u3,2024-01-26,0,0",     # all-zero row: still an active day
+    "u3,2024-01-26,0,0",     # all-zero row: used, but its day is not active
 ]
 BAD_ROWS = {
     ",2024-01-02,1,1": "missing_user_id",
@@ -72,8 +72,8 @@ def expected_users():
     # u3: day 0 = Jan 25, snapshot Feb 5 -> 12 days exist, so obs = W = 5; h=10 ends
     # Feb 3 (labelled), h=20 ends Feb 13 (censored).
     u3 = {"seq": [[4.0, 0, 0, 0, 0], [1.0, 0, 0, 0, 0]], "obs": 5, "stat": [4.0, 1.0],
-          "lt_10": 2.0, "ltv_10": 4.0, "lt_20": 2.0, "ltv_20": 4.0,
-          "mask_10": 1.0, "mask_20": 0.0, "last_10": 1, "last_20": 1, "lifetime": 1,
+          "lt_10": 1.0, "ltv_10": 4.0, "lt_20": 1.0, "ltv_20": 4.0,
+          "mask_10": 1.0, "mask_20": 0.0, "last_10": 0, "last_20": 0, "lifetime": 0,
           "weekday": "Thu"}
     return {"u1": u1, "u2": u2, "u3": u3}
 
