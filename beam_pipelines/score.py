@@ -13,6 +13,11 @@ Steps (every one labelled):
 3. ``Write`` (:class:`WritePredictions`): JSONL (or CSV with a header per shard) shards
    ``<PREFIX>-SSSSS-of-NNNNN.jsonl``.
 
+Bad input loses nothing: a record that is not a cohort example (``ValidateCohorts``) and
+every cohort of a batch the model rejects (RunInference's exception handling) go to
+``<PREFIX>-rejected-SSSSS-of-NNNNN.jsonl`` with the reason and the record (base64), and
+are counted (``rejected_cohorts`` in the job's answer).
+
 The exported model is loaded with TensorFlow only (no tensorflow_gnn in the workers).
 ``apache_beam.ml.inference.tensorflow_inference`` is not used: it needs tensorflow_hub and
 cannot load these SavedModels (DESIGN.md, measured facts).
@@ -24,6 +29,7 @@ DataflowRunner --project P --region R --temp_location gs://B/tmp``).
 from __future__ import annotations
 
 import argparse
+import base64
 import csv
 import io
 import json
@@ -146,17 +152,51 @@ def _explode_users(result: PredictionResult):
         yield record[gs.USER_ID], record
 
 
+REJECTED = "rejected"
+
+
+def rejected_record(example: bytes, reason: str, detail: str) -> dict:
+    beam.metrics.Metrics.counter("htgnn_score", "rejected_cohorts").inc()
+    return {"reason": reason, "detail": detail[:2000],
+            "example_b64": base64.b64encode(example).decode()}
+
+
+def _validate(example: bytes):
+    try:
+        users_in_cohort(example)
+    except Exception as error:  # any undecodable record is rejected, never dropped
+        yield beam.pvalue.TaggedOutput(REJECTED, rejected_record(
+            example, "not_a_cohort_example", f"{type(error).__name__}: {error}"))
+        return
+    yield example
+
+
+def _failed_batch(failure):
+    batch, error = failure
+    for example in batch:
+        yield rejected_record(example, "model_rejected_batch",
+                              f"{type(error).__name__}: {error}")
+
+
 class ScoreCohorts(beam.PTransform):
-    """Serialized cohorts -> (user_id, {output: value}) per user."""
+    """Serialized cohorts -> (user_id, {output: value}) per user; tagged output
+    ``rejected``: dead-letter records of cohorts that could not be scored."""
 
     def __init__(self, model_path: str, batch_cohorts: int = 4):
         super().__init__()
         self._handler = SavedModelHandler(model_path, max_batch_cohorts=batch_cohorts)
 
     def expand(self, examples):
-        return (examples
-                | "RunInference" >> RunInference(self._handler)
-                | "ExplodeUsers" >> beam.FlatMap(_explode_users))
+        valid = examples | "ValidateCohorts" >> beam.FlatMap(_validate).with_outputs(
+            REJECTED, main="valid")
+        inferred, failed = (valid.valid
+                            | "RunInference" >> RunInference(
+                                self._handler).with_exception_handling())
+        scored = inferred | "ExplodeUsers" >> beam.FlatMap(_explode_users)
+        rejected = ((valid[REJECTED],
+                     failed.failed_inferences | "FailedBatches" >> beam.FlatMap(_failed_batch))
+                    | "FlattenRejected" >> beam.Flatten())
+        return {"scored": scored, REJECTED: rejected}
 
 
 def csv_line(record: dict, columns: Sequence[str]) -> str:
@@ -190,17 +230,22 @@ def build_pipeline(pipeline: beam.Pipeline, model_path: str, tfrecords: str, out
                    fmt: str = "jsonl", batch_cohorts: int = 4):
     """Adds the scoring job to `pipeline`; returns the scored PCollection (for tests)."""
     columns = output_columns(dict.fromkeys(signature_output_names(model_path)))
-    scored = (pipeline
-              | "ReadCohorts" >> beam.io.ReadFromTFRecord(tfrecords)
-              | "Score" >> ScoreCohorts(model_path, batch_cohorts))
+    outputs = (pipeline
+               | "ReadCohorts" >> beam.io.ReadFromTFRecord(tfrecords)
+               | "Score" >> ScoreCohorts(model_path, batch_cohorts))
+    scored = outputs["scored"]
     _ = scored | "Write" >> WritePredictions(out, fmt, columns)
+    _ = (outputs[REJECTED]
+         | "RejectedToJson" >> beam.Map(lambda r: json.dumps(r, sort_keys=True))
+         | "WriteRejected" >> beam.io.WriteToText(f"{out}-rejected", file_name_suffix=".jsonl"))
     return scored
 
 
 def run(model: str, tfrecords: str, out: str, fmt: str = "jsonl",
         runner: str = "FnApiRunner", beam_args: list[str] | None = None,
         batch_cohorts: int = 4) -> dict:
-    """Runs the job; returns {"model": version dir, "users": scored users, "files": [...]}."""
+    """Runs the job; returns {"model": version dir, "users": scored users,
+    "rejected_cohorts": dead-lettered records, "files": [prediction shards]}."""
     model_path = resolve_model_path(model)
     if not any(r.metadata_list for r in FileSystems.match([tfrecords])):
         raise ScoreError(f"no TFRecord files match {tfrecords!r}; check --tfrecords "
@@ -214,11 +259,14 @@ def run(model: str, tfrecords: str, out: str, fmt: str = "jsonl",
     build_pipeline(pipeline, model_path, tfrecords, out, fmt, batch_cohorts)
     result = pipeline.run()
     result.wait_until_finish()
-    counters = result.metrics().query(beam.metrics.MetricsFilter().with_name("users"))
-    users = sum(c.committed or 0 for c in counters["counters"])
-    files = sorted(m.path for r in FileSystems.match([f"{out}-*-of-*.{fmt}"])
+    def counter(name):
+        found = result.metrics().query(beam.metrics.MetricsFilter().with_name(name))
+        return sum(c.committed or 0 for c in found["counters"])
+
+    users, rejected = counter("users"), counter("rejected_cohorts")
+    files = sorted(m.path for r in FileSystems.match([f"{out}-[0-9]*-of-*.{fmt}"])
                    for m in r.metadata_list)
-    return {"model": model_path, "users": users, "files": files}
+    return {"model": model_path, "users": users, "rejected_cohorts": rejected, "files": files}
 
 
 def parse_args(argv=None):

@@ -3,6 +3,7 @@ assert_that) and the written shards equal what `htgnn predict` gets from the rea
 server (a subprocess on loopback) for the same cohort examples."""
 from __future__ import annotations
 
+import base64
 import csv
 import glob
 import json
@@ -12,7 +13,7 @@ import signal
 import numpy as np
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
-from apache_beam.testing.util import BeamAssertException, assert_that
+from apache_beam.testing.util import BeamAssertException, assert_that, equal_to
 
 import apache_beam as beam
 import htgnn_tf  # noqa: F401
@@ -88,7 +89,8 @@ def test_scored_pcollection_equals_the_client(version_dir, tiny_data, client_rec
         scored = (pipeline
                   | "Examples" >> beam.Create(examples)
                   | "Score" >> score.ScoreCohorts(version_dir, batch_cohorts=2))
-        assert_that(scored, matches)
+        assert_that(scored["scored"], matches)
+        assert_that(scored[score.REJECTED], equal_to([]), label="NothingRejected")
 
 
 def test_job_writes_jsonl_shards_equal_to_the_client(tmp_path, version_dir, tiny_data,
@@ -100,7 +102,8 @@ def test_job_writes_jsonl_shards_equal_to_the_client(tmp_path, version_dir, tiny
     assert code == 0
     report = json.loads(capsys.readouterr().out)
     assert report["model"] == version_dir and report["users"] == len(client_records)
-    assert report["files"] == sorted(glob.glob(out + "-*-of-*.jsonl"))
+    assert report["files"] == sorted(glob.glob(out + "-[0-9]*-of-*.jsonl"))
+    assert report["rejected_cohorts"] == 0
     records = [json.loads(line) for path in report["files"] for line in open(path)]
     assert len(records) == len(client_records)
     assert_records_equal({r[gs.USER_ID]: r for r in records}, client_records)
@@ -128,3 +131,28 @@ def test_bad_inputs_say_what_to_do(tmp_path, version_dir):
         score.run(str(tmp_path), "x", str(tmp_path / "o"))
     with pytest.raises(score.ScoreError, match="no TFRecord files match"):
         score.run(version_dir, str(tmp_path / "none-*.tfrecord"), str(tmp_path / "o"))
+
+
+def test_bad_records_go_to_the_dead_letter_output(tmp_path, version_dir, tiny_data,
+                                                  client_records):
+    import tensorflow as tf
+
+    good = serialized_cohorts(tiny_data, "test")
+    not_an_example = b"\x00garbage"
+    # A tf.train.Example that claims 2 users but has none of the model's features.
+    broken = tf.train.Example()
+    broken.features.feature[score.USER_SIZE_FEATURE].int64_list.value.append(2)
+    records = good + [not_an_example, broken.SerializeToString()]
+    path = str(tmp_path / "mixed.tfrecord")
+    with tf.io.TFRecordWriter(path) as writer:
+        for record in records:
+            writer.write(record)
+    out = str(tmp_path / "scores")
+    report = score.run(version_dir, path, out, batch_cohorts=1)
+    assert report["users"] == len(client_records) and report["rejected_cohorts"] == 2
+    rejected = [json.loads(line) for f in glob.glob(out + "-rejected-*.jsonl") for line in open(f)]
+    by_reason = {r["reason"]: base64.b64decode(r["example_b64"]) for r in rejected}
+    assert by_reason == {"not_a_cohort_example": not_an_example,
+                         "model_rejected_batch": broken.SerializeToString()}
+    scored = [json.loads(line) for f in report["files"] for line in open(f)]
+    assert_records_equal({r[gs.USER_ID]: r for r in scored}, client_records)
