@@ -18,6 +18,8 @@ COMMANDS = {
     "train": ("htgnn_tf.training", "train HT-GNN with model.fit (resumable)"),
     "evaluate": ("htgnn_tf.evaluate",
                  "test-split metrics, stratified protocol, report.md with plots"),
+    "benchmark": ("htgnn_tf.benchmark",
+                  "baselines, ablations and GNN variants on one split (paper Tables I-IV)"),
     "export": ("htgnn_tf.export", "export a trained model as a TF Serving SavedModel"),
     "serve": ("serving.server", "TF-Serving-protocol gRPC/REST model server"),
     "predict": ("serving.predict", "score users over gRPC from cohort TFRecords or a raw log"),

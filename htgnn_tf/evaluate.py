@@ -44,6 +44,7 @@ def collect(model, ds, config) -> dict[str, np.ndarray]:
         seen = np.arange(seq.shape[-1])[None, :] < users[gs.OBS_DAYS].numpy()[:, None]
         rows["observed_value"] = (seq[:, config.value_metric_index, :] * seen).sum(-1)
         rows["observed_active_days"] = ((seq > 0).any(axis=1) & seen).sum(-1)
+        rows[gs.OBS_DAYS] = users[gs.OBS_DAYS].numpy()
         for name, value in rows.items():
             out.setdefault(name, []).append(value)
     return {name: np.concatenate(values) for name, values in out.items()}

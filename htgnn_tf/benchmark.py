@@ -1,0 +1,295 @@
+"""`htgnn benchmark`: the paper's Tables I-IV, side by side on the same data.
+
+Every model reads the same dataset (the TFRecords of `htgnn build-dataset`), the same
+split (train: fit + validation carved as `training.cohort_dataset` does; the test split
+only for scoring), the same observed days s (default 7) and is scored by the same code
+(:mod:`htgnn_tf.metrics`): NRMSE, NMAE, normalized Gini and AUC for LT and LTV at every
+horizon, over the labelled test users. Each (model, seed) run is cached as
+``<out>/runs/<model>/seed-<k>/predictions.npz`` under a key of the model's settings, the
+dataset's ``run_report.json`` and s, so a rerun trains only what changed. The tables
+(mean ± std over seeds, rows = models) go to ``<out>/benchmark.md`` and
+``<out>/benchmark.json``.
+
+Models: ``reference`` (observed value x train ratio), HT-GNN and its ablations
+(``htgnn``, ``htgnn_wo_hg``, ``htgnn_wo_dw``, ``htgnn_wo_dt``, ``htgnn_mse``,
+``htgnn_huber``), GNN variants of the graph module (``gcn``, ``graphsage``, ``gatv2``,
+``hgt``) and the baselines of :mod:`htgnn_tf.baselines` that are installed.
+Hyper-parameters are the defaults of each model's config, the same training budget
+(epochs, early stopping on the validation part) for every neural model; nothing is tuned
+on the test split.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+from typing import Callable
+
+import numpy as np
+
+import htgnn_tf  # noqa: F401  (Keras 2 switch before TensorFlow loads)
+from htgnn_tf import metrics as metrics_lib
+from htgnn_tf.data import graph_schema as gs
+
+METRICS = ("nrmse", "nmae", "gini", "auc")
+LOWER_IS_BETTER = {"nrmse": True, "nmae": True, "gini": False, "auc": False}
+
+# HT-GNN variants: name -> (ModelConfig overrides, paper table).
+HTGNN_VARIANTS: dict[str, dict] = {
+    "htgnn": {},
+    "htgnn_wo_hg": {"use_hypergraph": False},
+    "htgnn_wo_dw": {"moe": {"use_dynamic_weighting": False}},
+    "htgnn_wo_dt": {"tower": {"use_dynamic_towers": False}},
+    "htgnn_mse": {"loss": {"mode": "mse"}},
+    "htgnn_huber": {"loss": {"mode": "huber"}},
+}
+GNN_VARIANTS = ("gcn", "graphsage", "gatv2", "hgt")
+TABLES = {
+    "Table I: baselines": ["reference", "btyd", "xgboost", "ziln", "mdme", "expltv", "hgt",
+                           "htgnn"],
+    "Table II: ablations": ["htgnn_wo_hg", "htgnn_wo_dw", "htgnn_wo_dt", "htgnn"],
+    "Table III: losses": ["htgnn_mse", "htgnn_huber", "htgnn"],
+    "Table IV: graph modules": ["gcn", "graphsage", "gatv2", "htgnn"],
+}
+
+
+# ------------------------------------------------------------------ test rows
+def test_rows(data_dir: str, obs_days: int) -> dict[str, np.ndarray]:
+    """Labels, observed totals and obs_days (capped at s) of the test users, file order."""
+    from htgnn_tf import evaluate, training
+    from htgnn_tf.config import ModelConfig
+
+    config = ModelConfig.from_artifacts(training.read_artifacts(data_dir))
+    ds = training.parsed(training.cohort_dataset(data_dir, "test"), training.read_schema(
+        data_dir), batch_cohorts=8, obs_days=obs_days)
+    return evaluate.collect(None, ds, config)
+
+
+# ------------------------------------------------------------------ runners
+Runner = Callable[[str, int, str, int], dict]
+"""(data_dir, seed, work_dir, obs_days) -> {output name: array over test users in file
+order}: ``lt_h``, ``ltv_h`` and, where the model has one, ``p_active_after_obs_h``."""
+
+
+def run_reference(data_dir: str, seed: int, work_dir: str, obs_days: int) -> dict:
+    """Observed value (active days) in the first s days x the train ratio."""
+    from htgnn_tf import evaluate, training
+    from htgnn_tf.config import ModelConfig
+
+    config = ModelConfig.from_artifacts(training.read_artifacts(data_dir))
+    schema = training.read_schema(data_dir)
+
+    def rows(split):
+        return evaluate.collect(None, training.parsed(training.cohort_dataset(
+            data_dir, split), schema, 8, obs_days=obs_days), config)
+
+    ratios = evaluate.train_ratios(rows("train"), config.horizons)
+    test = rows("test")
+    out = {}
+    for h in config.horizons:
+        out[f"lt_{h}"] = test["observed_active_days"] * ratios[f"lt_{h}"]
+        out[f"ltv_{h}"] = test["observed_value"] * ratios[f"ltv_{h}"]
+    return out
+
+
+def htgnn_runner(overrides: dict, epochs: int) -> Runner:
+    def run(data_dir: str, seed: int, work_dir: str, obs_days: int) -> dict:
+        from htgnn_tf import evaluate, training
+        from htgnn_tf.config import ModelConfig, TrainConfig
+
+        config = ModelConfig.from_artifacts(training.read_artifacts(data_dir), seed=seed,
+                                            **overrides)
+        model, _ = training.train(data_dir, work_dir, config,
+                                  TrainConfig(epochs=epochs, seed=seed), verbose=2)
+        ds = training.parsed(training.cohort_dataset(data_dir, "test"),
+                             training.read_schema(data_dir), 8, obs_days=obs_days)
+        rows = evaluate.collect(model, ds, config)
+        return {name[len("pred_"):]: value for name, value in rows.items()
+                if name.startswith("pred_") and name != f"pred_{gs.USER_ID}"}
+    return run
+
+
+def runners(epochs: int) -> dict[str, Runner]:
+    """Every model this installation can run."""
+    found: dict[str, Runner] = {"reference": run_reference}
+    for name, overrides in HTGNN_VARIANTS.items():
+        found[name] = htgnn_runner(overrides, epochs)
+    try:
+        from htgnn_tf.config import ModelConfig
+
+        if "graph_module" in {f for f in ModelConfig.__dataclass_fields__} or hasattr(
+                ModelConfig().hypergraph, "graph_module"):
+            for name in GNN_VARIANTS:
+                found[name] = htgnn_runner(_graph_module_override(name), epochs)
+    except ImportError:
+        pass
+    found.update(baseline_runners(epochs))
+    return found
+
+
+def baseline_runners(epochs: int) -> dict[str, Runner]:
+    """Adapters of the baselines package (filled in once its API is final)."""
+    return {}
+
+
+def _graph_module_override(name: str) -> dict:
+    from htgnn_tf.config import ModelConfig
+
+    if "graph_module" in ModelConfig.__dataclass_fields__:
+        return {"graph_module": name}
+    return {"hypergraph": {"graph_module": name}}
+
+
+# ------------------------------------------------------------------ scoring
+def score(rows: dict, predictions: dict, horizons) -> dict:
+    """{task: {metric: value or None}} over the labelled test users."""
+    result = {}
+    for h in horizons:
+        known = rows[gs.label_mask_name(h)] > 0
+        active = (rows[gs.last_active_name(h)] >= rows[gs.OBS_DAYS])[known].astype(float)
+        prob = predictions.get(f"p_active_after_obs_{h}")
+        for kind in ("lt", "ltv"):
+            task = f"{kind}_{h}"
+            y, p = rows[task][known], np.asarray(predictions[task], np.float64)[known]
+            values = {"nrmse": metrics_lib.nrmse(y, p), "nmae": metrics_lib.nmae(y, p),
+                      "gini": metrics_lib.normalized_gini(y, p)}
+            values["auc"] = (metrics_lib.auc(active, np.asarray(prob)[known])
+                             if prob is not None else metrics_lib.MetricValue(None, "no tower"))
+            result[task] = {m: v.value for m, v in values.items()}
+    return result
+
+
+def cache_key(name: str, data_dir: str, obs_days: int, epochs: int, seed: int) -> str:
+    with open(os.path.join(data_dir, "run_report.json")) as f:
+        data_fingerprint = json.load(f)
+    data_fingerprint.pop("wall_seconds", None)
+    payload = json.dumps({"model": name, "data": data_fingerprint, "obs_days": obs_days,
+                          "epochs": epochs, "seed": seed,
+                          "settings": HTGNN_VARIANTS.get(name)}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def run_model(name: str, runner: Runner, data_dir: str, out: str, seed: int, obs_days: int,
+              epochs: int, rows: dict) -> dict:
+    """Runs (or loads from the cache) one model and seed; returns its predictions."""
+    run_dir = os.path.join(out, "runs", name, f"seed-{seed}")
+    key = cache_key(name, data_dir, obs_days, epochs, seed)
+    cached = os.path.join(run_dir, "predictions.npz")
+    if os.path.exists(cached) and open(os.path.join(run_dir, "key")).read() == key:
+        return dict(np.load(cached))
+    os.makedirs(run_dir, exist_ok=True)
+    start = time.time()
+    predictions = runner(data_dir, seed, os.path.join(run_dir, "work"), obs_days)
+    n = len(rows[gs.LIFETIME_DAYS])
+    for task, values in predictions.items():
+        if len(values) != n:
+            raise ValueError(f"{name}: {task} has {len(values)} predictions for {n} test users")
+    np.savez(cached, **{k: np.asarray(v) for k, v in predictions.items()})
+    with open(os.path.join(run_dir, "key"), "w") as f:
+        f.write(key)
+    with open(os.path.join(run_dir, "seconds"), "w") as f:
+        f.write(f"{time.time() - start:.1f}")
+    return predictions
+
+
+def summarize(scores: dict[str, list[dict]]) -> dict:
+    """{model: {task: {metric: (mean, std, n)}}} over seeds (None values skipped)."""
+    out = {}
+    for model, runs in scores.items():
+        out[model] = {}
+        for task in runs[0]:
+            out[model][task] = {}
+            for metric in METRICS:
+                values = [r[task][metric] for r in runs if r[task][metric] is not None]
+                out[model][task][metric] = ((float(np.mean(values)), float(np.std(values)),
+                                             len(values)) if values else None)
+    return out
+
+
+def markdown(summary: dict, horizons, title: str) -> str:
+    lines = [f"# {title}", "",
+             "mean ± std over seeds; NRMSE, NMAE lower is better, Gini, AUC higher is better.", ""]
+    for table, models in TABLES.items():
+        models = [m for m in models if m in summary]
+        if not models:
+            continue
+        lines += [f"## {table}", ""]
+        for kind in ("lt", "ltv"):
+            header = ["model"] + [f"{kind.upper()}{h} {m.upper()}" for h in horizons
+                                  for m in METRICS]
+            lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            for model in models:
+                cells = [model]
+                for h in horizons:
+                    for metric in METRICS:
+                        value = summary[model][f"{kind}_{h}"][metric]
+                        cells.append("—" if value is None else f"{value[0]:.4f} ± {value[1]:.4f}")
+                lines.append("| " + " | ".join(cells) + " |")
+            lines.append("")
+    return "\n".join(lines)
+
+
+def benchmark(data_dir: str, out: str, models: list[str] | None, seeds: int, obs_days: int,
+              epochs: int) -> dict:
+    from htgnn_tf import training
+
+    available = runners(epochs)
+    models = models or list(available)
+    missing = [m for m in models if m not in available]
+    if missing:
+        raise ValueError(f"unknown or unavailable models {missing}; available: "
+                         f"{sorted(available)}")
+    horizons = training.read_artifacts(data_dir)["spec"]["horizons"]
+    rows = test_rows(data_dir, obs_days)
+    scores: dict[str, list[dict]] = {}
+    for model in models:
+        for seed in range(seeds):
+            print(f"--- {model}, seed {seed}", flush=True)
+            predictions = run_model(model, available[model], data_dir, out, seed, obs_days,
+                                    epochs, rows)
+            scores.setdefault(model, []).append(score(rows, predictions, horizons))
+    summary = summarize(scores)
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "benchmark.json"), "w") as f:
+        json.dump({"obs_days": obs_days, "seeds": seeds, "epochs": epochs, "scores": scores,
+                   "summary": summary}, f, indent=1)
+    text = markdown(summary, horizons, f"Benchmark on {data_dir} at s = {obs_days} days, "
+                                       f"{seeds} seed(s)")
+    with open(os.path.join(out, "benchmark.md"), "w") as f:
+        f.write(text)
+    return {"summary": summary, "markdown": text}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="htgnn benchmark", description=(
+        "Train and evaluate HT-GNN, its ablations, GNN variants and the baselines on the "
+        "same split, observed days and metrics; tables in the paper's layout. Finished "
+        "runs are cached, so a rerun trains only what changed."))
+    p.add_argument("--data", required=True, help="output directory of `htgnn build-dataset`")
+    p.add_argument("--out", required=True, help="benchmark directory (runs, cache, tables)")
+    p.add_argument("--models", nargs="*", default=None,
+                   help="models to run (default: all available; see the module docstring)")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per model (default 3)")
+    p.add_argument("--obs-days", type=int, default=7, help="observed days s (default 7)")
+    p.add_argument("--epochs", type=int, default=12,
+                   help="training budget of every neural model (early stopping on validation)")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        result = benchmark(args.data, args.out, args.models, args.seeds, args.obs_days,
+                           args.epochs)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(result["markdown"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
