@@ -131,8 +131,16 @@ def runners(epochs: int) -> dict[str, Runner]:
 
 
 def baseline_runners(epochs: int) -> dict[str, Runner]:
-    """Adapters of the baselines package (filled in once its API is final)."""
-    return {}
+    """The baselines of :mod:`htgnn_tf.baselines` (``baselines.run``), same epochs cap."""
+    from htgnn_tf import baselines
+
+    def runner(name):
+        def run(data_dir: str, seed: int, work_dir: str, obs_days: int) -> dict:
+            del work_dir  # the baselines keep nothing on disk
+            return baselines.run(name, data_dir, seed=seed, obs_days=obs_days, epochs=epochs)
+        return run
+
+    return {name: runner(name) for name in baselines.BASELINES}
 
 
 def _graph_module_override(name: str) -> dict:
