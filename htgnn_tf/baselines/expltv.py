@@ -19,8 +19,8 @@ Loss (mean over labelled examples): ``BCE(1[y > 0], p)`` + over positive labels
 whale label routes the user to (each expert learns only its own population; at
 prediction the detector routes softly).
 
-Departures: the paper's detector and experts sit on its own feature encoders and use
-extra game-specific signals; here they are heads on the shared encoders of ``deep.py``.
+Departures: the detector and the experts are small heads on the shared encoders of
+``deep.py`` rather than the paper's own networks and features.
 As for the other deep baselines the label is the part after the ``s`` observed days
 divided by the task's label scale; censored labels are masked out. The hard routing by
 the true whale label during training is our reading of "expert routing".

@@ -21,9 +21,10 @@ Departures and decisions:
   widest bucket in half until there are ``num_segments * num_buckets`` buckets, so edges
   are strictly increasing. Values beyond the last edge are encoded in the last bucket
   with offset 1 (decoded to the last edge).
-* Prediction: the expected value over the predicted segment and bucket probabilities
-  of the decoded bucket values (the paper takes the bucket-wise expectation too; it
-  does not fix the space, we decode each bucket with its predicted offset first).
+* Prediction: a soft decode, the expectation over the predicted segment and bucket
+  probabilities of each bucket decoded with its predicted offset (rather than the
+  decode of the most likely segment and bucket alone), so the output is a mean, as
+  the RMSE-type metrics expect.
 * The paper's distribution-adaptive gates and its multi-expert towers are one shared
   MLP here (``deep.py``); the loss is the unweighted sum of the three terms.
 """
