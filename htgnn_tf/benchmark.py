@@ -170,13 +170,39 @@ def score(rows: dict, predictions: dict, horizons) -> dict:
     return result
 
 
+PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+NEURAL_SOURCES = ("model.py", "config.py", "training.py", "losses.py", "layers")
+
+
+def code_fingerprint(name: str) -> str:
+    """sha256 of the source files a model's results depend on, so editing them
+    invalidates its cached runs."""
+    if name == "reference":
+        parts = ["evaluate.py"]
+    elif name.startswith("htgnn") or name in GNN_VARIANTS:
+        parts = list(NEURAL_SOURCES)
+    else:
+        parts = [f"baselines/{name if name != 'xgboost' else 'xgboost_two_stage'}.py",
+                 "baselines/tabular.py", "baselines/deep.py", *NEURAL_SOURCES]
+    digest = hashlib.sha256()
+    for part in parts:
+        path = os.path.join(PACKAGE_DIR, part)
+        files = ([os.path.join(path, f) for f in sorted(os.listdir(path)) if f.endswith(".py")]
+                 if os.path.isdir(path) else [path])
+        for file in files:
+            with open(file, "rb") as f:
+                digest.update(f.read())
+    return digest.hexdigest()
+
+
 def cache_key(name: str, data_dir: str, obs_days: int, epochs: int, seed: int) -> str:
     with open(os.path.join(data_dir, "run_report.json")) as f:
         data_fingerprint = json.load(f)
     data_fingerprint.pop("wall_seconds", None)
     payload = json.dumps({"model": name, "data": data_fingerprint, "obs_days": obs_days,
                           "epochs": epochs, "seed": seed,
-                          "settings": HTGNN_VARIANTS.get(name)}, sort_keys=True)
+                          "settings": HTGNN_VARIANTS.get(name),
+                          "code": code_fingerprint(name)}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 

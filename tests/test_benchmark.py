@@ -1,0 +1,66 @@
+"""htgnn benchmark: scoring against the metrics code, the run cache, the tables."""
+import json
+import os
+
+import numpy as np
+
+import htgnn_tf  # noqa: F401
+from htgnn_tf import benchmark, metrics
+from htgnn_tf.data import graph_schema as gs
+from tests.helpers import tiny_data  # noqa: F401  (fixture)
+
+
+def test_score_equals_the_metrics_functions_on_labelled_users():
+    rng = np.random.default_rng(0)
+    n = 50
+    rows = {"lt_30": rng.integers(1, 5, n).astype(float), "ltv_30": rng.gamma(1, 10, n),
+            "label_mask_30": (rng.random(n) > 0.2).astype(float),
+            "last_active_day_30": rng.integers(0, 29, n), gs.OBS_DAYS: np.full(n, 7)}
+    predictions = {"lt_30": rows["lt_30"] + rng.random(n), "ltv_30": rng.gamma(1, 10, n),
+                   "p_active_after_obs_30": rng.random(n)}
+    scored = benchmark.score(rows, predictions, [30])
+    known = rows["label_mask_30"] > 0
+    y, p = rows["ltv_30"][known], predictions["ltv_30"][known]
+    assert scored["ltv_30"]["nrmse"] == metrics.nrmse(y, p).value
+    assert scored["ltv_30"]["nmae"] == metrics.nmae(y, p).value
+    assert scored["ltv_30"]["gini"] == metrics.normalized_gini(y, p).value
+    active = (rows["last_active_day_30"] >= 7)[known].astype(float)
+    assert scored["lt_30"]["auc"] == metrics.auc(
+        active, predictions["p_active_after_obs_30"][known]).value
+    # Independent check of one value.
+    np.testing.assert_allclose(scored["ltv_30"]["nmae"], np.mean(np.abs(y - p)) / np.mean(y))
+
+
+def test_runs_are_cached_and_tables_written(tiny_data, tmp_path):
+    calls = []
+
+    def counting_reference(data_dir, seed, work_dir, obs_days):
+        calls.append(seed)
+        return benchmark.run_reference(data_dir, seed, work_dir, obs_days)
+
+    original = benchmark.runners
+    benchmark.runners = lambda epochs: {"reference": counting_reference}
+    try:
+        out = str(tmp_path / "bench")
+        first = benchmark.benchmark(tiny_data, out, ["reference"], seeds=2, obs_days=3,
+                                    epochs=1)
+        again = benchmark.benchmark(tiny_data, out, ["reference"], seeds=2, obs_days=3,
+                                    epochs=1)
+    finally:
+        benchmark.runners = original
+    assert calls == [0, 1]  # the second benchmark call trained nothing
+    assert first["summary"] == again["summary"]
+    mean, std, count = first["summary"]["reference"]["ltv_30"]["nmae"]
+    assert std == 0.0 and count == 2  # the reference has no randomness
+    rows = benchmark.test_rows(tiny_data, 3)
+    predictions = dict(np.load(os.path.join(out, "runs", "reference", "seed-0",
+                                            "predictions.npz")))
+    assert np.isclose(mean, benchmark.score(rows, predictions, [30])["ltv_30"]["nmae"])
+    table = open(os.path.join(out, "benchmark.md")).read()
+    assert "| reference | " in table and f"{mean:.4f} ± 0.0000" in table
+    assert json.load(open(os.path.join(out, "benchmark.json")))["seeds"] == 2
+
+
+def test_code_fingerprint_covers_the_right_sources():
+    assert benchmark.code_fingerprint("htgnn") == benchmark.code_fingerprint("gcn")
+    assert benchmark.code_fingerprint("xgboost") != benchmark.code_fingerprint("ziln")
