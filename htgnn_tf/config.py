@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Literal
+from typing import Literal, get_args
 
 from htgnn_tf.data import transform
 
 LossModeName = Literal["multi", "huber", "mse"]
+GraphModuleName = Literal["hypergraph", "gcn", "graphsage", "gatv2", "hgt"]
+GRAPH_MODULES = get_args(GraphModuleName)
 
 
 @dataclasses.dataclass
@@ -97,7 +99,10 @@ class LossConfig:
 class ModelConfig:
     """The whole model. `use_hypergraph=False` is the paper's "w/o HG" ablation;
     `moe.use_dynamic_weighting=False` is "w/o DW"; `tower.use_dynamic_towers=False` is
-    "w/o DT"; `loss.mode` selects Table III's losses."""
+    "w/o DT"; `loss.mode` selects Table III's losses. `graph_module` selects the graph
+    module when `use_hypergraph` is on: the hypergraph convolution of Eq. (4)-(5), or a
+    Table IV / HST-GT baseline (layers/graph_baselines.py) built from the `hypergraph`
+    block's units, activation, use_bias and num_layers on the same kNN hyperedges."""
 
     horizons: list[int] = dataclasses.field(default_factory=lambda: [30, 180, 365])
     value_metric_index: int = 0
@@ -105,6 +110,7 @@ class ModelConfig:
     # work in units of about 1.
     label_scales: dict[str, float] = dataclasses.field(default_factory=dict)
     use_hypergraph: bool = True
+    graph_module: GraphModuleName = "hypergraph"
     seed: int = 17
     # XLA-compile the dense blocks (see model.JitCompiled); set by `htgnn train --xla`.
     xla: bool = False
@@ -115,6 +121,9 @@ class ModelConfig:
     moe: MoEConfig = dataclasses.field(default_factory=MoEConfig)
     tower: TowerConfig = dataclasses.field(default_factory=TowerConfig)
     loss: LossConfig = dataclasses.field(default_factory=LossConfig)
+
+    def __post_init__(self):
+        check_graph_module(self.graph_module)
 
     @property
     def task_names(self) -> list[str]:
@@ -132,6 +141,7 @@ class ModelConfig:
             if dataclasses.is_dataclass(current) and isinstance(value, dict):
                 value = dataclasses.replace(current, **value)
             setattr(config, name, value)
+        check_graph_module(config.graph_module)
         config.horizons = list(spec["horizons"])
         config.value_metric_index = spec["metrics"].index(spec["value_metric"])
         config.label_scales = {task: max(float(artifacts["label_means"].get(task, 1.0)), 1e-3)
@@ -172,6 +182,11 @@ class ModelConfig:
     def load(cls, path: str) -> "ModelConfig":
         with open(path) as f:
             return cls.from_dict(json.load(f))
+
+
+def check_graph_module(name) -> None:
+    if name not in GRAPH_MODULES:
+        raise ValueError(f"graph_module must be one of {GRAPH_MODULES}, got {name!r}")
 
 
 def layer_kwargs(block) -> dict:

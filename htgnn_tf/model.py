@@ -4,6 +4,7 @@ Data flow (one merged GraphTensor; each component is a cohort):
 
     categorical_ids, stat_bins --FeatureEmbedding (Eq. 1-3)--> u_sc
     u_sc --HypergraphConv x L over `incidence` (Eq. 4-5)--> u_H   (JS supervision, Eq. 6-10)
+         (or, with ModelConfig.graph_module, GCN / GraphSAGE / GATv2 / HGT x L: Table IV)
     obs_days --RandomObservedDays (training only)--> s
     seq_tokens, s --SequenceEncoder (Eq. 11)--> u_se;  s --ObservedLengthEmbedding--> u_mask
     [u_H; u_se], u_mask --TaskAdaptiveMoE (Eq. 12-17)--> per-task states
@@ -37,10 +38,11 @@ import tensorflow as tf
 import tensorflow_gnn as tfgnn
 
 from htgnn_tf import losses
-from htgnn_tf.config import ModelConfig, layer_kwargs
+from htgnn_tf.config import ModelConfig, check_graph_module, layer_kwargs
 from htgnn_tf.data import graph_schema as gs
 from htgnn_tf.layers.dynamic_tower import DynamicTower
 from htgnn_tf.layers.feature_embedding import FeatureEmbedding
+from htgnn_tf.layers.graph_baselines import GraphBaselineConv
 from htgnn_tf.layers.hypergraph_conv import HypergraphConv
 from htgnn_tf.layers.js_supervision import graph_component_ids, js_supervision_loss
 from htgnn_tf.layers.moe import TaskAdaptiveMoE
@@ -174,6 +176,18 @@ class JitCompiled(tf.keras.layers.Layer):
         return self._compiled(inputs, bool(training))
 
 
+def graph_layer(config: ModelConfig, index: int) -> tf.keras.layers.Layer:
+    """Layer `index` of the graph module: HypergraphConv (Eq. 4-5) or, for Table IV and
+    the HST-GT stand-in, a GraphBaselineConv with the `hypergraph` block's sizes."""
+    check_graph_module(config.graph_module)
+    block = config.hypergraph
+    if config.graph_module == "hypergraph":
+        return HypergraphConv(**layer_kwargs(block), name=f"hypergraph_conv_{index}")
+    return GraphBaselineConv(kind=config.graph_module, units=block.units,
+                             activation=block.activation, use_bias=block.use_bias,
+                             name=f"{config.graph_module}_conv_{index}")
+
+
 class HTGNNLayers:
     """Every layer of the model, created once from the config and shared by the
     training and the serving model."""
@@ -182,7 +196,7 @@ class HTGNNLayers:
         self.config = config
         c = config
         self.features = FeatureEmbedding(**layer_kwargs(c.features), name="feature_embedding")
-        self.hypergraph = [HypergraphConv(**layer_kwargs(c.hypergraph), name=f"hypergraph_conv_{i}")
+        self.hypergraph = [graph_layer(c, i)
                            for i in range(c.hypergraph.num_layers if c.use_hypergraph else 0)]
         self.observed_days = RandomObservedDays(seed=c.seed, name="random_observed_days")
         self.sequence = SequenceEncoder(**layer_kwargs(c.sequence), name="sequence_encoder")

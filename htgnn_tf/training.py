@@ -32,7 +32,7 @@ import tensorflow as tf
 import tensorflow_gnn as tfgnn
 
 from htgnn_tf import model as model_lib
-from htgnn_tf.config import ModelConfig, TrainConfig
+from htgnn_tf.config import GRAPH_MODULES, ModelConfig, TrainConfig
 from htgnn_tf.data import graph_schema as gs
 
 VALIDATION_EVERY = 10
@@ -188,6 +188,9 @@ def parse_args(argv=None):
                    help="loss mode: multi (Eq. 21), huber or mse (Table III ablations)")
     p.add_argument("--no-hypergraph", action="store_true",
                    help="ablation w/o HG: no hypergraph convolution, no JS term")
+    p.add_argument("--graph-module", choices=list(GRAPH_MODULES), default="hypergraph",
+                   help="graph module: the hypergraph convolution (Eq. 4-5), or GCN, GraphSAGE, "
+                   "GATv2 (Table IV) or HGT (the HST-GT stand-in) on the same kNN hyperedges")
     p.add_argument("--no-dynamic-weighting", action="store_true",
                    help="ablation w/o DW: MoE gates independent of the observed length")
     p.add_argument("--no-dynamic-towers", action="store_true",
@@ -205,7 +208,8 @@ def parse_args(argv=None):
 
 def config_from_args(args, artifacts) -> tuple[ModelConfig, TrainConfig]:
     model_config = ModelConfig.from_artifacts(
-        artifacts, use_hypergraph=not args.no_hypergraph, seed=args.seed, xla=args.xla,
+        artifacts, use_hypergraph=not args.no_hypergraph, graph_module=args.graph_module,
+        seed=args.seed, xla=args.xla,
         loss={"mode": args.loss},
         moe={"use_dynamic_weighting": not args.no_dynamic_weighting},
         tower={"use_dynamic_towers": not args.no_dynamic_towers})
