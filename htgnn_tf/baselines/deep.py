@@ -58,13 +58,9 @@ def _observed_per_task(observed, num_tasks: int):
                       tf.repeat(observed[:, 1:], half, axis=1)], axis=1)  # [U, tasks]
 
 
-@tf.keras.utils.register_keras_serializable(package="htgnn")
-class DeepBaselineLoss(tf.keras.layers.Layer):
-    """Adds the head's loss on the scaled future labels (``add_loss``).
-
-    Call arguments: a dict with ``labels``, ``mask`` ``[U, tasks]``, ``observed``
-    ``[U, 2]`` and ``outputs`` ``[U, tasks, P]``. Returns ``outputs`` unchanged.
-    """
+class _HeadLayer(tf.keras.layers.Layer):
+    """A layer bound to one baseline head (``kind``), its parameters and the per-task
+    label scales."""
 
     def __init__(self, *, kind: str, head_params: dict, scales: list[float], **kwargs):
         super().__init__(**kwargs)
@@ -72,6 +68,19 @@ class DeepBaselineLoss(tf.keras.layers.Layer):
         self.kind = kind
         self.head_params = dict(head_params)
         self.scales = [float(s) for s in scales]
+
+    def get_config(self):
+        return {**super().get_config(), "kind": self.kind, "head_params": self.head_params,
+                "scales": self.scales}
+
+
+@tf.keras.utils.register_keras_serializable(package="htgnn")
+class DeepBaselineLoss(_HeadLayer):
+    """Adds the head's loss on the scaled future labels (``add_loss``).
+
+    Call arguments: a dict with ``labels``, ``mask`` ``[U, tasks]``, ``observed``
+    ``[U, 2]`` and ``outputs`` ``[U, tasks, P]``. Returns ``outputs`` unchanged.
+    """
 
     def call(self, inputs):
         base = _observed_per_task(inputs["observed"], len(self.scales))  # [U, tasks]
@@ -80,25 +89,15 @@ class DeepBaselineLoss(tf.keras.layers.Layer):
                                         **self.head_params))
         return inputs["outputs"]
 
-    def get_config(self):
-        return {**super().get_config(), "kind": self.kind, "head_params": self.head_params,
-                "scales": self.scales}
 
 
 @tf.keras.utils.register_keras_serializable(package="htgnn")
-class DeepBaselineReadout(tf.keras.layers.Layer):
+class DeepBaselineReadout(_HeadLayer):
     """``prediction = observed + expected_future * scale`` and ``P(future > 0)``.
 
     Call arguments: ``(outputs [U, tasks, P], observed [U, 2])``. Returns
     ``(predictions [U, tasks], probabilities [U, tasks])``.
     """
-
-    def __init__(self, *, kind: str, head_params: dict, scales: list[float], **kwargs):
-        super().__init__(**kwargs)
-        self._module = _head(kind)
-        self.kind = kind
-        self.head_params = dict(head_params)
-        self.scales = [float(s) for s in scales]
 
     def call(self, inputs):
         outputs, observed = inputs
@@ -107,9 +106,6 @@ class DeepBaselineReadout(tf.keras.layers.Layer):
         probs = self._module.positive_probability(outputs, **self.head_params)  # [U, tasks]
         return base + future * tf.constant(self.scales), probs
 
-    def get_config(self):
-        return {**super().get_config(), "kind": self.kind, "head_params": self.head_params,
-                "scales": self.scales}
 
 
 def build_model(kind: DeepKind, config: ModelConfig, schema, head_params: dict) -> tf.keras.Model:
