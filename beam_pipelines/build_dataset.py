@@ -513,7 +513,8 @@ def main(argv=None) -> int:
     print(json.dumps({"rows": rows, "users": report["users"], "cohorts": report["cohorts"],
                       "wall_seconds": report["wall_seconds"]}, indent=1))
     print(f"wrote {args.out}/{{train,test}}/graphs-*.tfrecord, graph_schema.pbtxt, "
-          f"transform.json, run_report.json, dead_letter/")
+          f"serving_graph_schema.pbtxt, transform.json, counts.json, run_report.json, "
+          f"dead_letter/")
     return 0
 
 

@@ -468,7 +468,7 @@ def _write_campaigns(path: Path, campaigns: Sequence[Campaign], dates: np.ndarra
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m beam_pipelines.simulate",
+        prog="htgnn simulate",
         description="Write a seeded, simulated advertising activity log (events.csv, "
                     "profiles.csv, campaigns.csv) and its dataset spec (spec.yaml) for the "
                     "htgnn dataset job. The generative model is documented in the module "

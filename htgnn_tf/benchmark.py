@@ -298,14 +298,17 @@ def benchmark(data_dir: str, out: str, models: list[str] | None, seeds: int, obs
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="htgnn benchmark", description=(
+    p = argparse.ArgumentParser(
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter, prog="htgnn benchmark", description=(
         "Train and evaluate HT-GNN, its ablations, GNN variants and the baselines on the "
         "same split, observed days and metrics; tables in the paper's layout. Finished "
         "runs are cached, so a rerun trains only what changed."))
     p.add_argument("--data", required=True, help="output directory of `htgnn build-dataset`")
     p.add_argument("--out", required=True, help="benchmark directory (runs, cache, tables)")
     p.add_argument("--models", nargs="*", default=None,
-                   help="models to run (default: all available; see the module docstring)")
+                   help="models to run (default: all): reference, htgnn, htgnn_wo_hg, "
+                        "htgnn_wo_dw, htgnn_wo_dt, htgnn_mse, htgnn_huber, gcn, graphsage, "
+                        "gatv2, hgt, btyd, xgboost, ziln, mdme, expltv")
     p.add_argument("--seeds", type=int, default=3, help="seeds per model (default 3)")
     p.add_argument("--obs-days", type=int, default=7, help="observed days s (default 7)")
     p.add_argument("--epochs", type=int, default=12,

@@ -3,8 +3,8 @@
 * Predictions of the trained model on the test split with obs_days capped at s
   (default 7) and, for the curve, at every s in 1..W.
 * The reference row "observed value x train ratio": for horizon h, the value (or active
-  days) observed in the first s days times ``sum(label_h) / sum(observed_s)`` over the
-  labelled users of the train split, computed in the same run.
+  days, for LT) observed in the first s days times ``sum(label_h) / sum(observed_s)``
+  over the labelled users of the train split, computed in the same run.
 * Populations: all test users, and the paper's stratified protocol (Sec. V-A): users
   with lifetime 30-180 days scored on the 30-day tasks, 181-365 on the 180-day tasks,
   > 365 on the 365-day tasks.
@@ -123,7 +123,8 @@ def evaluate(model_dir: str, data_dir: str, out_dir: str, obs_days: int = 7,
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="htgnn evaluate", description=(
+    p = argparse.ArgumentParser(
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter, prog="htgnn evaluate", description=(
         "Evaluate a trained HT-GNN on the test split: NRMSE, NMAE, normalized Gini (with "
         "bootstrap CI) and AUC per task and horizon, the reference row and the paper's "
         "stratified protocol; writes metrics.json, report.md and PNG plots."))

@@ -16,6 +16,8 @@ to build cohort graphs from raw user records.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
 import shutil
 import sys
@@ -42,7 +44,8 @@ def export(model_dir: str, base_path: str, version: int | None = None) -> str:
         raise FileExistsError(f"{final} exists; choose another --version")
     staging = os.path.join(base_path, f".tmp-{version}")
     shutil.rmtree(staging, ignore_errors=True)
-    serving.export(staging)
+    with contextlib.redirect_stdout(io.StringIO()):  # Keras prints every captured variable
+        serving.export(staging)
     extra = os.path.join(staging, "assets.extra")
     os.makedirs(extra, exist_ok=True)
     for name in EXTRA_FILES:

@@ -217,8 +217,8 @@ def _markdown(summary, evaluated, plots, obs_days, model_name, reference_name,
               derived_features, num_bootstrap, alpha) -> str:
     confidence = f"{100 * (1 - alpha):g}%"
     lines = [f"# {summary['title']}", "",
-             f"Model: **{model_name}**. Reference: **{reference_name}** (supplied by the "
-             f"caller). Main tables at s = {obs_days} observed days.", "",
+             f"Model: **{model_name}**. Reference: **{reference_name}**. Main tables at "
+             f"s = {obs_days} observed days.", "",
              "NRMSE = RMSE / mean(y); NMAE = MAE / mean(y); Gini = normalized Gini "
              "(Gini of the gain curve ordered by prediction / ordered by truth, signed); "
              f"Gini {confidence} CI = percentile bootstrap over users, {num_bootstrap} "

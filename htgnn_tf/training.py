@@ -171,7 +171,8 @@ def load_trained(model_dir: str):
 
 def parse_args(argv=None):
     defaults = TrainConfig()
-    p = argparse.ArgumentParser(prog="htgnn train", description=(
+    p = argparse.ArgumentParser(
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter, prog="htgnn train", description=(
         "Train HT-GNN with model.fit on the TFRecords written by `htgnn build-dataset`. "
         "Re-running with the same --out resumes an interrupted run."))
     p.add_argument("--data", required=True, help="output directory of `htgnn build-dataset`")

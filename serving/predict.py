@@ -338,7 +338,8 @@ def parse_args(argv=None):
     p.add_argument("--target", default="127.0.0.1:8500",
                    help="host:port of the model server's gRPC API (default 127.0.0.1:8500)")
     p.add_argument("--model-name", default="htgnn",
-                   help="name the model is served under (--model_name of the server)")
+                   help="name the model is served under (--model_name of the server; "
+                        "default htgnn)")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--tfrecords", metavar="GLOB",
                         help="TFRecords of serialized cohort examples, e.g. "
