@@ -36,7 +36,7 @@ setup(
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["htgnn_tf*", "beam_pipelines*", "serving*"]),
     include_package_data=True,
-    package_data={"htgnn_tf.data": ["specs/*.yaml"]},
+    package_data={"htgnn_tf.data.specs": ["*.yaml"]},
     exclude_package_data={"": ["__pycache__/*"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
