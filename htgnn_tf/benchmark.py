@@ -63,9 +63,7 @@ def test_rows(data_dir: str, obs_days: int) -> dict[str, np.ndarray]:
     from htgnn_tf.config import ModelConfig
 
     config = ModelConfig.from_artifacts(training.read_artifacts(data_dir))
-    ds = training.parsed(training.cohort_dataset(data_dir, "test"), training.read_schema(
-        data_dir), batch_cohorts=8, obs_days=obs_days)
-    return evaluate.collect(None, ds, config)
+    return evaluate.split_rows(data_dir, "test", obs_days, config)
 
 
 # ------------------------------------------------------------------ runners
@@ -80,14 +78,9 @@ def run_reference(data_dir: str, seed: int, work_dir: str, obs_days: int) -> dic
     from htgnn_tf.config import ModelConfig
 
     config = ModelConfig.from_artifacts(training.read_artifacts(data_dir))
-    schema = training.read_schema(data_dir)
-
-    def rows(split):
-        return evaluate.collect(None, training.parsed(training.cohort_dataset(
-            data_dir, split), schema, 8, obs_days=obs_days), config)
-
-    ratios = evaluate.train_ratios(rows("train"), config.horizons)
-    test = rows("test")
+    ratios = evaluate.train_ratios(evaluate.split_rows(data_dir, "train", obs_days, config),
+                                   config.horizons)
+    test = evaluate.split_rows(data_dir, "test", obs_days, config)
     out = {}
     for h in config.horizons:
         out[f"lt_{h}"] = test["observed_active_days"] * ratios[f"lt_{h}"]
@@ -104,9 +97,7 @@ def htgnn_runner(overrides: dict, epochs: int) -> Runner:
                                             **overrides)
         model, _ = training.train(data_dir, work_dir, config,
                                   TrainConfig(epochs=epochs, seed=seed), verbose=2)
-        ds = training.parsed(training.cohort_dataset(data_dir, "test"),
-                             training.read_schema(data_dir), 8, obs_days=obs_days)
-        rows = evaluate.collect(model, ds, config)
+        rows = evaluate.split_rows(data_dir, "test", obs_days, config, model)
         return {name[len("pred_"):]: value for name, value in rows.items()
                 if name.startswith("pred_") and name != f"pred_{gs.USER_ID}"}
     return run

@@ -27,6 +27,15 @@ from htgnn_tf.data import graph_schema as gs
 STRATA = ((30, 30, 180), (180, 181, 365), (365, 366, None))  # horizon, lifetime range
 
 
+def observed_totals(seq_values: np.ndarray, obs_days: np.ndarray,
+                    value_metric_index: int) -> dict[str, np.ndarray]:
+    """What is already observed in [0, s) (numpy twin of ``model.ObservedTotals``):
+    ``observed_value`` and ``observed_active_days`` ([N]) of ``seq_values`` [N, T, W]."""
+    seen = np.arange(seq_values.shape[-1])[None, :] < obs_days[:, None]  # [N, W]
+    return {"observed_value": (seq_values[:, value_metric_index, :] * seen).sum(-1),
+            "observed_active_days": ((seq_values > 0).any(axis=1) & seen).sum(-1)}
+
+
 def collect(model, ds, config) -> dict[str, np.ndarray]:
     """Per-user arrays of the labels and observed totals of a dataset of batched graphs,
     and of every model output (``pred_<name>``) unless `model` is None."""
@@ -40,14 +49,22 @@ def collect(model, ds, config) -> dict[str, np.ndarray]:
             rows = {f"pred_{name}": predictions[name].numpy() for name in predictions}
         for name in gs.label_feature_names(config.horizons):
             rows[name] = users[name].numpy()
-        seq = users[gs.SEQ_VALUES].numpy()
-        seen = np.arange(seq.shape[-1])[None, :] < users[gs.OBS_DAYS].numpy()[:, None]
-        rows["observed_value"] = (seq[:, config.value_metric_index, :] * seen).sum(-1)
-        rows["observed_active_days"] = ((seq > 0).any(axis=1) & seen).sum(-1)
         rows[gs.OBS_DAYS] = users[gs.OBS_DAYS].numpy()
+        rows.update(observed_totals(users[gs.SEQ_VALUES].numpy(), rows[gs.OBS_DAYS],
+                                    config.value_metric_index))
         for name, value in rows.items():
             out.setdefault(name, []).append(value)
     return {name: np.concatenate(values) for name, values in out.items()}
+
+
+def split_rows(data_dir: str, split: str, obs_days: int, config, model=None, schema=None,
+               batch_cohorts: int = 8) -> dict[str, np.ndarray]:
+    """:func:`collect` over one split of a dataset at `obs_days` observed days (the
+    dataset's labelled schema unless `schema` is given)."""
+    ds = training.parsed(training.cohort_dataset(data_dir, split),
+                         schema or training.read_schema(data_dir), batch_cohorts,
+                         obs_days=obs_days)
+    return collect(model, ds, config)
 
 
 def train_ratios(train_rows: dict, horizons) -> dict[str, float]:
@@ -100,15 +117,12 @@ def evaluate(model_dir: str, data_dir: str, out_dir: str, obs_days: int = 7,
     if not 1 <= obs_days <= window:
         raise ValueError(f"--obs-days must be in 1..{window} (the observation window W)")
 
-    def rows_at(split: str, s: int, with_model: bool) -> dict:
-        ds = training.parsed(training.cohort_dataset(data_dir, split), schema,
-                             batch_cohorts, obs_days=s)
-        return collect(model if with_model else None, ds, config)
-
     results = []
     for s in (range(1, window + 1) if curve else [obs_days]):
-        ratios = train_ratios(rows_at("train", s, with_model=False), horizons)
-        batch = slices(rows_at("test", s, with_model=True), ratios, horizons, s)
+        ratios = train_ratios(split_rows(data_dir, "train", s, config, schema=schema,
+                                         batch_cohorts=batch_cohorts), horizons)
+        batch = slices(split_rows(data_dir, "test", s, config, model, schema, batch_cohorts),
+                       ratios, horizons, s)
         # The strata at the main s only; the curve over s for all test users.
         results += batch if s == obs_days else [r for r in batch if r["population"] == "test"]
         if s == obs_days:

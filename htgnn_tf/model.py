@@ -83,6 +83,14 @@ class ObservedTotals(tf.keras.layers.Layer):
         return {**super().get_config(), "value_metric_index": self.value_metric_index}
 
 
+def observed_per_task(observed, num_tasks: int):
+    """``[U, 2]`` (observed active days, observed value) -> ``[U, tasks]``: the first half
+    of the tasks are LT tasks (active days), the second half LTV tasks (value)."""
+    half = num_tasks // 2
+    return tf.concat([tf.repeat(observed[:, :1], half, axis=1),
+                      tf.repeat(observed[:, 1:], half, axis=1)], axis=1)  # [U, tasks]
+
+
 @tf.keras.utils.register_keras_serializable(package="htgnn")
 class ResidualReadout(tf.keras.layers.Layer):
     """``y_hat = observed + softplus(z) * scale`` per task (see module docstring).
@@ -98,9 +106,7 @@ class ResidualReadout(tf.keras.layers.Layer):
 
     def call(self, inputs):
         z, observed = inputs
-        half = len(self.scales) // 2
-        base = tf.concat([tf.repeat(observed[:, :1], half, axis=1),
-                          tf.repeat(observed[:, 1:], half, axis=1)], axis=1)  # [U, tasks]
+        base = observed_per_task(observed, len(self.scales))  # [U, tasks]
         return base + tf.nn.softplus(tf.cast(z, tf.float32)) * tf.constant(self.scales)
 
     def get_config(self):

@@ -51,13 +51,6 @@ def _head(kind: str):
     return HEADS[kind]
 
 
-def _observed_per_task(observed, num_tasks: int):
-    """``[U, 2]`` (active days, value) -> ``[U, tasks]`` (LT tasks, then LTV tasks)."""
-    half = num_tasks // 2
-    return tf.concat([tf.repeat(observed[:, :1], half, axis=1),
-                      tf.repeat(observed[:, 1:], half, axis=1)], axis=1)  # [U, tasks]
-
-
 class _HeadLayer(tf.keras.layers.Layer):
     """A layer bound to one baseline head (``kind``), its parameters and the per-task
     label scales."""
@@ -83,7 +76,7 @@ class DeepBaselineLoss(_HeadLayer):
     """
 
     def call(self, inputs):
-        base = _observed_per_task(inputs["observed"], len(self.scales))  # [U, tasks]
+        base = model_lib.observed_per_task(inputs["observed"], len(self.scales))  # [U, tasks]
         future = tf.maximum(inputs["labels"] - base, 0.0) / tf.constant(self.scales)  # [U, tasks]
         self.add_loss(self._module.loss(future, inputs["outputs"], inputs["mask"],
                                         **self.head_params))
@@ -101,7 +94,7 @@ class DeepBaselineReadout(_HeadLayer):
 
     def call(self, inputs):
         outputs, observed = inputs
-        base = _observed_per_task(observed, len(self.scales))  # [U, tasks]
+        base = model_lib.observed_per_task(observed, len(self.scales))  # [U, tasks]
         future = self._module.expected_value(outputs, **self.head_params)  # [U, tasks]
         probs = self._module.positive_probability(outputs, **self.head_params)  # [U, tasks]
         return base + future * tf.constant(self.scales), probs

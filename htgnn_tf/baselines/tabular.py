@@ -27,7 +27,7 @@ import dataclasses
 import numpy as np
 
 import htgnn_tf  # noqa: F401  (Keras 2 switch before TensorFlow loads)
-from htgnn_tf import training
+from htgnn_tf import evaluate, training
 from htgnn_tf.data import graph_schema as gs
 
 
@@ -82,9 +82,10 @@ def observed_summaries(seq_values: np.ndarray, obs_days: np.ndarray,
     seen = np.arange(days)[None, :] < obs_days[:, None]  # [N, W]
     active = (seq_values > 0).any(axis=1) & seen  # [N, W]
     last = np.where(active.any(axis=1), days - 1 - np.argmax(active[:, ::-1], axis=1), -1)
+    totals = evaluate.observed_totals(seq_values, obs_days, value_metric_index)
     return {
-        "observed_value": (seq_values[:, value_metric_index, :] * seen).sum(-1),  # [N]
-        "observed_active_days": active.sum(-1).astype(np.float32),  # [N]
+        "observed_value": totals["observed_value"],  # [N]
+        "observed_active_days": totals["observed_active_days"].astype(np.float32),  # [N]
         "last_observed_active_day": last.astype(np.int64),  # [N]
         "recency_days": (obs_days - 1 - last).astype(np.float32),  # [N]
     }
