@@ -15,12 +15,15 @@ Departures and decisions where the paper is ambiguous:
   and ``V`` inside the softmax; with ``M`` in ``{0, -inf}`` the former changes nothing
   and the latter is a typo. ``d`` is the per-head dimension, as in the Transformer.
 * Tokens at positions ``>= s`` are also replaced by the "not observed" token 0 before
-  embedding, so hidden days cannot leak through the (unmasked) query positions either.
+  embedding, so the input a user sends for hidden days never reaches the model.
 * All ``T`` types run through ONE transformer block with shared weights (types folded
   into the batch axis, ``[users * T, W + 1, dim]``); a learned type embedding tells the
   types apart. The paper does not say whether types share weights.
 * Post-LayerNorm block (as in the original Transformer), ReLU FFN, dropout on the
   attention and FFN outputs.
+* Only the ``[cls]`` rows of the block are computed (query, attention output, FFN and
+  LayerNorms at position 0; keys and values at every position). With one block the
+  ``[cls]`` outputs are exactly those of the full block; the other rows were never read.
 * Aggregation of the ``[cls]`` outputs: concatenation over types followed by a linear
   ``Dense(dim)`` (keeps which type said what, unlike a mean).
 """
@@ -100,11 +103,6 @@ class SequenceEncoder(tf.keras.layers.Layer):
             initializer=tf.keras.initializers.RandomUniform(-0.05, 0.05))
         super().build(input_shape)
 
-    def _split_heads(self, x):
-        # [batch, len, dim] -> [batch, heads, len, head_dim]
-        x = tf.reshape(x, [tf.shape(x)[0], -1, self.num_heads, self._head_dim])
-        return tf.transpose(x, [0, 2, 1, 3])
-
     def call(self, inputs, training=None):
         seq_tokens, s = inputs
         seq_tokens = tf.cast(seq_tokens, tf.int64)  # [users, T, W]
@@ -129,22 +127,30 @@ class SequenceEncoder(tf.keras.layers.Layer):
         key_visible = tf.repeat(key_visible, num_types, axis=0)  # [users*T, W+1]
         mask_bias = tf.where(key_visible, 0.0, -np.inf)  # [users*T, W+1], M of Eq. (11)
 
-        q = self._split_heads(self.query(x))  # [users*T, heads, W+1, head_dim]
-        k = self._split_heads(self.key(x))  # [users*T, heads, W+1, head_dim]
-        v = self._split_heads(self.value(x))  # [users*T, heads, W+1, head_dim]
-        logits = tf.einsum("bhqd,bhkd->bhqk", q, k) / float(np.sqrt(self._head_dim))  # [users*T, heads, W+1, W+1]
-        logits = tf.cast(logits, tf.float32) + mask_bias[:, tf.newaxis, tf.newaxis, :]
-        weights = tf.cast(tf.nn.softmax(logits, axis=-1), v.dtype)  # [users*T, heads, W+1, W+1]
-        attended = tf.einsum("bhqk,bhkd->bqhd", weights, v)  # [users*T, W+1, heads, head_dim]
-        attended = tf.reshape(attended, [-1, width + 1, dim])  # [users*T, W+1, dim]
-        attended = self.attention_output(attended)  # [users*T, W+1, dim]
-        x = self.attention_norm(
-            x + self.attention_dropout(attended, training=training))  # [users*T, W+1, dim]
+        # Only the [cls] outputs are read, and one block deep a position's output depends
+        # on the other positions only through its own attention row, so the query, the
+        # attention output, the FFN and both LayerNorms are computed at the [cls] position
+        # alone; keys and values use every position. The result equals the full block's
+        # [cls] rows, at about 1/(W+1) of the cost of the per-position parts.
+        cls_in = x[:, 0]  # [users*T, dim]
+        q = tf.reshape(self.query(cls_in),
+                       [-1, 1, self.num_heads, self._head_dim])  # [users*T, 1, heads, head_dim]
+        k = tf.reshape(self.key(x), [-1, width + 1, self.num_heads,
+                                     self._head_dim])  # [users*T, W+1, heads, head_dim]
+        v = tf.reshape(self.value(x), [-1, width + 1, self.num_heads,
+                                       self._head_dim])  # [users*T, W+1, heads, head_dim]
+        logits = tf.reduce_sum(q * k, axis=-1) / float(np.sqrt(self._head_dim))  # [users*T, W+1, heads]
+        logits = tf.cast(logits, tf.float32) + mask_bias[:, :, tf.newaxis]
+        weights = tf.cast(tf.nn.softmax(logits, axis=1), v.dtype)  # [users*T, W+1, heads]
+        attended = tf.reduce_sum(weights[..., tf.newaxis] * v, axis=1)  # [users*T, heads, head_dim]
+        attended = self.attention_output(tf.reshape(attended, [-1, dim]))  # [users*T, dim]
+        cls_out = self.attention_norm(
+            cls_in + self.attention_dropout(attended, training=training))  # [users*T, dim]
 
-        ffn = self.ffn_output(self.ffn_hidden(x))  # [users*T, W+1, dim]
-        x = self.ffn_norm(x + self.ffn_dropout(ffn, training=training))  # [users*T, W+1, dim]
+        ffn = self.ffn_output(self.ffn_hidden(cls_out))  # [users*T, dim]
+        cls_out = self.ffn_norm(cls_out + self.ffn_dropout(ffn, training=training))  # [users*T, dim]
 
-        cls_out = tf.reshape(x[:, 0], [num_users, num_types * dim])  # [users, T*dim]
+        cls_out = tf.reshape(cls_out, [num_users, num_types * dim])  # [users, T*dim]
         return self.aggregate(cls_out)  # [users, dim]
 
     def get_config(self):
