@@ -198,13 +198,15 @@ def cache_key(name: str, data_dir: str, obs_days: int, epochs: int, seed: int) -
 
 
 def run_model(name: str, runner: Runner, data_dir: str, out: str, seed: int, obs_days: int,
-              epochs: int, rows: dict) -> dict:
-    """Runs (or loads from the cache) one model and seed; returns its predictions."""
+              epochs: int, rows: dict) -> tuple[dict, float]:
+    """Runs (or loads from the cache) one model and seed; returns its predictions and
+    the wall seconds the run took when it was trained."""
     run_dir = os.path.join(out, "runs", name, f"seed-{seed}")
     key = cache_key(name, data_dir, obs_days, epochs, seed)
     cached = os.path.join(run_dir, "predictions.npz")
     if os.path.exists(cached) and open(os.path.join(run_dir, "key")).read() == key:
-        return dict(np.load(cached))
+        with open(os.path.join(run_dir, "seconds")) as f:
+            return dict(np.load(cached)), float(f.read())
     os.makedirs(run_dir, exist_ok=True)
     start = time.time()
     predictions = runner(data_dir, seed, os.path.join(run_dir, "work"), obs_days)
@@ -215,9 +217,10 @@ def run_model(name: str, runner: Runner, data_dir: str, out: str, seed: int, obs
     np.savez(cached, **{k: np.asarray(v) for k, v in predictions.items()})
     with open(os.path.join(run_dir, "key"), "w") as f:
         f.write(key)
+    seconds = time.time() - start
     with open(os.path.join(run_dir, "seconds"), "w") as f:
-        f.write(f"{time.time() - start:.1f}")
-    return predictions
+        f.write(f"{seconds:.1f}")
+    return predictions, seconds
 
 
 def summarize(scores: dict[str, list[dict]]) -> dict:
@@ -234,9 +237,11 @@ def summarize(scores: dict[str, list[dict]]) -> dict:
     return out
 
 
-def markdown(summary: dict, horizons, title: str) -> str:
+def markdown(summary: dict, horizons, title: str, seconds: dict[str, list[float]]) -> str:
+    """The tables in the paper's layout; the best mean of each column is in bold."""
     lines = [f"# {title}", "",
-             "mean ± std over seeds; NRMSE, NMAE lower is better, Gini, AUC higher is better.", ""]
+             "mean ± std over seeds; NRMSE, NMAE lower is better, Gini, AUC higher is better; "
+             "the best mean of each column of a table is in bold.", ""]
     for table, models in TABLES.items():
         models = [m for m in models if m in summary]
         if not models:
@@ -246,14 +251,31 @@ def markdown(summary: dict, horizons, title: str) -> str:
             header = ["model"] + [f"{kind.upper()}{h} {m.upper()}" for h in horizons
                                   for m in METRICS]
             lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            best = {}
+            for h in horizons:
+                for metric in METRICS:
+                    means = [summary[m][f"{kind}_{h}"][metric][0] for m in models
+                             if summary[m][f"{kind}_{h}"][metric] is not None]
+                    if means:
+                        best[h, metric] = (min if LOWER_IS_BETTER[metric] else max)(means)
             for model in models:
                 cells = [model]
                 for h in horizons:
                     for metric in METRICS:
                         value = summary[model][f"{kind}_{h}"][metric]
-                        cells.append("—" if value is None else f"{value[0]:.4f} ± {value[1]:.4f}")
+                        if value is None:
+                            cells.append("—")
+                            continue
+                        cell = f"{value[0]:.4f} ± {value[1]:.4f}"
+                        cells.append(f"**{cell}**" if value[0] == best[h, metric] else cell)
                 lines.append("| " + " | ".join(cells) + " |")
             lines.append("")
+    lines += ["## Wall time per run (training + scoring, seconds, when the run was made)", "",
+              "| model | mean | min | max | runs |", "|---|---|---|---|---|"]
+    for model, values in seconds.items():
+        lines.append(f"| {model} | {np.mean(values):.0f} | {np.min(values):.0f} | "
+                     f"{np.max(values):.0f} | {len(values)} |")
+    lines.append("")
     return "\n".join(lines)
 
 
@@ -270,19 +292,21 @@ def benchmark(data_dir: str, out: str, models: list[str] | None, seeds: int, obs
     horizons = training.read_artifacts(data_dir)["spec"]["horizons"]
     rows = test_rows(data_dir, obs_days)
     scores: dict[str, list[dict]] = {}
+    seconds: dict[str, list[float]] = {}
     for model in models:
         for seed in range(seeds):
             print(f"--- {model}, seed {seed}", flush=True)
-            predictions = run_model(model, available[model], data_dir, out, seed, obs_days,
-                                    epochs, rows)
+            predictions, took = run_model(model, available[model], data_dir, out, seed,
+                                          obs_days, epochs, rows)
             scores.setdefault(model, []).append(score(rows, predictions, horizons))
+            seconds.setdefault(model, []).append(took)
     summary = summarize(scores)
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "benchmark.json"), "w") as f:
         json.dump({"obs_days": obs_days, "seeds": seeds, "epochs": epochs, "scores": scores,
-                   "summary": summary}, f, indent=1)
+                   "seconds": seconds, "summary": summary}, f, indent=1)
     text = markdown(summary, horizons, f"Benchmark on {data_dir} at s = {obs_days} days, "
-                                       f"{seeds} seed(s)")
+                                       f"{seeds} seed(s)", seconds)
     with open(os.path.join(out, "benchmark.md"), "w") as f:
         f.write(text)
     return {"summary": summary, "markdown": text}

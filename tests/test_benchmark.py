@@ -59,8 +59,25 @@ def test_runs_are_cached_and_tables_written(tiny_data, tmp_path):
     table = open(os.path.join(out, "benchmark.md")).read()
     assert "| reference | " in table and f"{mean:.4f} ± 0.0000" in table
     assert json.load(open(os.path.join(out, "benchmark.json")))["seeds"] == 2
+    assert "## Wall time per run" in table and "| reference | " in table.split("## Wall")[1]
 
 
 def test_code_fingerprint_covers_the_right_sources():
     assert benchmark.code_fingerprint("htgnn") == benchmark.code_fingerprint("gcn")
     assert benchmark.code_fingerprint("xgboost") != benchmark.code_fingerprint("ziln")
+
+
+def test_markdown_bolds_the_best_mean_of_each_column_and_lists_wall_time():
+    def cell(nrmse, gini):
+        return {"nrmse": (nrmse, 0.01, 3), "nmae": (0.5, 0.0, 3), "gini": (gini, 0.02, 3),
+                "auc": None}
+    summary = {"htgnn": {"lt_30": cell(0.4, 0.3), "ltv_30": cell(0.9, 0.7)},
+               "xgboost": {"lt_30": cell(0.5, 0.6), "ltv_30": cell(0.8, 0.6)}}
+    text = benchmark.markdown(summary, [30], "t", {"htgnn": [100.0, 120.0], "xgboost": [5.0]})
+    table_1 = text.split("## Table II")[0].splitlines()
+    lt = [line for line in table_1 if line.startswith("| htgnn |")][0]  # the LT table
+    assert lt.split(" | ")[1:4] == ["**0.4000 ± 0.0100**", "**0.5000 ± 0.0000**",
+                                    "0.3000 ± 0.0200"]
+    xgb = [line for line in table_1 if line.startswith("| xgboost |")][0]
+    assert "**0.6000 ± 0.0200**" in xgb and xgb.endswith("| — |")
+    assert "| htgnn | 110 | 100 | 120 | 2 |" in text and "| xgboost | 5 | 5 | 5 | 1 |" in text
