@@ -5,8 +5,8 @@ split (train: fit + validation carved as `training.cohort_dataset` does; the tes
 only for scoring), the same observed days s (default 7) and is scored by the same code
 (:mod:`htgnn_tf.metrics`): NRMSE, NMAE, normalized Gini and AUC for LT and LTV at every
 horizon, over the labelled test users. Each (model, seed) run is cached as
-``<out>/runs/<model>/seed-<k>/predictions.npz`` under a key of the model's settings, the
-dataset's ``run_report.json`` and s, so a rerun trains only what changed. The tables
+``<out>/runs/<model>/seed-<k>/predictions.npz`` under a key of the model's settings and
+source files, the bytes of the dataset and s, so a rerun trains only what changed. The tables
 (mean ± std over seeds, rows = models) go to ``<out>/benchmark.md`` and
 ``<out>/benchmark.json``.
 
@@ -21,6 +21,7 @@ on the test split.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import os
@@ -186,12 +187,29 @@ def code_fingerprint(name: str) -> str:
     return digest.hexdigest()
 
 
+@functools.lru_cache(maxsize=None)
+def data_fingerprint(data_dir: str) -> str:
+    """sha256 of what the models read: the TFRecords of both splits, transform.json and
+    graph_schema.pbtxt (contents and relative paths, not where the directory lives), so a
+    rebuilt dataset that differs in any byte invalidates the cached runs."""
+    from htgnn_tf import training
+
+    files = [*training.tfrecord_files(data_dir, "train"),
+             *training.tfrecord_files(data_dir, "test"),
+             os.path.join(data_dir, "transform.json"),
+             os.path.join(data_dir, "graph_schema.pbtxt")]
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(os.path.relpath(path, data_dir).encode())
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
 def cache_key(name: str, data_dir: str, obs_days: int, epochs: int, seed: int) -> str:
-    with open(os.path.join(data_dir, "run_report.json")) as f:
-        data_fingerprint = json.load(f)
-    data_fingerprint.pop("wall_seconds", None)
-    payload = json.dumps({"model": name, "data": data_fingerprint, "obs_days": obs_days,
-                          "epochs": epochs, "seed": seed,
+    payload = json.dumps({"model": name, "data": data_fingerprint(data_dir),
+                          "obs_days": obs_days, "epochs": epochs, "seed": seed,
                           "settings": HTGNN_VARIANTS.get(name),
                           "code": code_fingerprint(name)}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]

@@ -81,3 +81,20 @@ def test_markdown_bolds_the_best_mean_of_each_column_and_lists_wall_time():
     xgb = [line for line in table_1 if line.startswith("| xgboost |")][0]
     assert "**0.6000 ± 0.0200**" in xgb and xgb.endswith("| — |")
     assert "| htgnn | 110 | 100 | 120 | 2 |" in text and "| xgboost | 5 | 5 | 5 | 1 |" in text
+
+
+def test_data_fingerprint_follows_the_bytes_not_the_location(tiny_data, tmp_path):
+    import shutil
+    copy = str(tmp_path / "copy")
+    shutil.copytree(tiny_data, copy)
+    assert benchmark.data_fingerprint(copy) == benchmark.data_fingerprint(tiny_data)
+    edited = str(tmp_path / "edited")
+    shutil.copytree(tiny_data, edited)
+    record = os.path.join(edited, "test", sorted(os.listdir(os.path.join(edited, "test")))[0])
+    with open(record, "r+b") as f:
+        first = f.read(1)
+        f.seek(0)
+        f.write(bytes([first[0] ^ 1]))
+    assert benchmark.data_fingerprint(edited) != benchmark.data_fingerprint(tiny_data)
+    assert (benchmark.cache_key("htgnn", edited, 7, 12, 0)
+            != benchmark.cache_key("htgnn", copy, 7, 12, 0))
