@@ -6,15 +6,19 @@
   and W = 7 observed days.
 * :func:`tiny_config`: a ModelConfig from that dataset's transform.json with small dims.
 * :func:`trained_model`: one short ``training.train`` run (2 epochs, 3 steps each).
+* :func:`exported_model`: that run exported for serving (``<base>/htgnn/<version>/``), and
+  :func:`model_server`: a real ``python -m serving.server`` subprocess serving it.
 
 Each is built once per test session (memoized here, since a fixture imported into
 several test modules would otherwise run once per module); the pytest fixtures
-``tiny_data`` and ``trained_dir`` wrap them.
+``tiny_data``, ``trained`` and ``version_dir`` wrap them.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import signal
 
 import numpy as np
 import pytest
@@ -81,6 +85,35 @@ def trained_model(root: str, data_dir: str):
     return _CACHE["trained"]
 
 
+SERVED_MODEL = "htgnn"
+
+
+def exported_model(root: str, trained_dir: str) -> str:
+    """The short training run exported under ``<root>/htgnn/``; returns its version dir."""
+    if "exported" not in _CACHE:
+        from htgnn_tf import export
+        _CACHE["exported"] = export.export(trained_dir, os.path.join(root, SERVED_MODEL))
+    return _CACHE["exported"]
+
+
+@contextlib.contextmanager
+def model_server(version_dir: str):
+    """Yields ``host:port`` of a real model server subprocess on loopback serving the
+    model of `version_dir` (its base path, as model ``htgnn``); SIGTERM on exit."""
+    from htgnn_tf import demo
+    from serving.client import PredictClient
+
+    port = demo.free_port()
+    server = demo.start_server(os.path.dirname(version_dir), port)
+    try:
+        with PredictClient(f"127.0.0.1:{port}", SERVED_MODEL, timeout=60.0) as client:
+            demo.wait_until_serving(client, server)
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
+
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory):
     return tiny_dataset(str(tmp_path_factory.mktemp("tiny")))
@@ -90,6 +123,12 @@ def tiny_data(tmp_path_factory):
 def trained(tmp_path_factory, tiny_data):
     """(model dir, training model, history) of the short training run."""
     return trained_model(str(tmp_path_factory.mktemp("trained")), tiny_data)
+
+
+@pytest.fixture(scope="session")
+def version_dir(tmp_path_factory, trained):
+    """The exported version dir of the short training run."""
+    return exported_model(str(tmp_path_factory.mktemp("serving")), trained[0])
 
 
 def serialized_cohorts(data_dir: str, split: str) -> list[bytes]:

@@ -8,7 +8,6 @@ import csv
 import glob
 import json
 import os
-import signal
 
 import numpy as np
 import pytest
@@ -18,34 +17,22 @@ from apache_beam.testing.util import BeamAssertException, assert_that, equal_to
 import apache_beam as beam
 import htgnn_tf  # noqa: F401
 from beam_pipelines import score
-from htgnn_tf import demo, export
 from htgnn_tf.data import graph_schema as gs
 from serving import predict
 from serving.client import PredictClient
-from tests.helpers import serialized_cohorts, tiny_data, trained  # noqa: F401  (fixtures)
+from tests.helpers import SERVED_MODEL as MODEL
+from tests.helpers import (model_server, serialized_cohorts, tiny_data, trained,  # noqa: F401
+                           version_dir)
 
-MODEL = "htgnn"
 RTOL, ATOL = 1e-5, 1e-6
-
-
-@pytest.fixture(scope="module")
-def version_dir(tmp_path_factory, trained):
-    return export.export(trained[0], str(tmp_path_factory.mktemp("serving") / MODEL))
 
 
 @pytest.fixture(scope="module")
 def client_records(version_dir, tiny_data):
     """user_id -> record of `htgnn predict` over gRPC for the test cohorts."""
-    port = demo.free_port()
-    server = demo.start_server(os.path.dirname(version_dir), port)
-    try:
-        with PredictClient(f"127.0.0.1:{port}", MODEL, timeout=60.0) as client:
-            demo.wait_until_serving(client, server)
-            outputs = predict.predict_tfrecords(
-                client, os.path.join(tiny_data, "test", "*.tfrecord"))
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=60)
+    with model_server(version_dir) as address, \
+            PredictClient(address, MODEL, timeout=60.0) as client:
+        outputs = predict.predict_tfrecords(client, os.path.join(tiny_data, "test", "*.tfrecord"))
     return {r[gs.USER_ID]: r for r in predict.prediction_records(outputs)}
 
 

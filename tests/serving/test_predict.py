@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import signal
 import threading
 
 import grpc
@@ -21,7 +20,7 @@ import yaml
 
 import htgnn_tf  # noqa: F401
 from beam_pipelines.build_dataset import cohort_key, num_cohorts, split_of
-from htgnn_tf import demo, export, training
+from htgnn_tf import demo, training
 from htgnn_tf.data import graph_schema as gs
 from htgnn_tf.data import transform
 from htgnn_tf.data.hypergraph import cohort_example_bytes
@@ -30,30 +29,19 @@ from htgnn_tf.data.spec import spec_from_json_dict
 from htgnn_tf.data.users import aggregate_user
 from serving import predict
 from serving.client import PredictClient
-from tests.helpers import serialized_cohorts, tiny_data, trained  # noqa: F401  (fixtures)
+from tests.helpers import SERVED_MODEL as MODEL
+from tests.helpers import (model_server, serialized_cohorts, tiny_data, trained,  # noqa: F401
+                           version_dir)
 
-MODEL = "htgnn"
 RTOL, ATOL = 1e-5, 1e-6
 
 
 # ---------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
-def version_dir(tmp_path_factory, trained):
-    return export.export(trained[0], str(tmp_path_factory.mktemp("serving") / MODEL))
-
-
-@pytest.fixture(scope="module")
 def target(version_dir):
     """host:port of a real `python -m serving.server` process serving the tiny model."""
-    port = demo.free_port()
-    server = demo.start_server(os.path.dirname(version_dir), port)
-    try:
-        with PredictClient(f"127.0.0.1:{port}", MODEL, timeout=60.0) as client:
-            demo.wait_until_serving(client, server)
-        yield f"127.0.0.1:{port}"
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=60)
+    with model_server(version_dir) as address:
+        yield address
 
 
 @pytest.fixture()
