@@ -105,20 +105,16 @@ def htgnn_runner(overrides: dict, epochs: int) -> Runner:
 
 
 def runners(epochs: int) -> dict[str, Runner]:
-    """Every model this installation can run."""
-    found: dict[str, Runner] = {"reference": run_reference}
-    for name, overrides in HTGNN_VARIANTS.items():
-        found[name] = htgnn_runner(overrides, epochs)
-    try:
-        from htgnn_tf.config import ModelConfig
-
-        if "graph_module" in {f for f in ModelConfig.__dataclass_fields__} or hasattr(
-                ModelConfig().hypergraph, "graph_module"):
-            for name in GNN_VARIANTS:
-                found[name] = htgnn_runner(_graph_module_override(name), epochs)
-    except ImportError:
-        pass
+    """Every model, in the order a benchmark runs them: the reference, HT-GNN, the
+    baselines, then the ablations and the graph-module variants (so an interrupted run
+    has the main comparison first)."""
+    found: dict[str, Runner] = {"reference": run_reference,
+                                "htgnn": htgnn_runner(HTGNN_VARIANTS["htgnn"], epochs)}
     found.update(baseline_runners(epochs))
+    for name, overrides in HTGNN_VARIANTS.items():
+        found.setdefault(name, htgnn_runner(overrides, epochs))
+    for name in GNN_VARIANTS:
+        found[name] = htgnn_runner({"graph_module": name}, epochs)
     return found
 
 
@@ -133,14 +129,6 @@ def baseline_runners(epochs: int) -> dict[str, Runner]:
         return run
 
     return {name: runner(name) for name in baselines.BASELINES}
-
-
-def _graph_module_override(name: str) -> dict:
-    from htgnn_tf.config import ModelConfig
-
-    if "graph_module" in ModelConfig.__dataclass_fields__:
-        return {"graph_module": name}
-    return {"hypergraph": {"graph_module": name}}
 
 
 # ------------------------------------------------------------------ scoring

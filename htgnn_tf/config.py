@@ -206,7 +206,6 @@ class TrainConfig:
     batch_cohorts: int = 4
     learning_rate: float = 2e-3
     early_stopping_patience: int = 4
-    validation_fraction: float = 0.1
     seed: int = 17
     mixed_precision: bool = False
     xla: bool = False

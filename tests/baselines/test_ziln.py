@@ -77,3 +77,19 @@ def test_fit_predict_on_the_tiny_dataset(fit_rows, valid_rows):
     predictions = ziln.predict(model, fit_rows)
     checks.check_prediction_contract(predictions, fit_rows)
     checks.check_beats_constant(predictions, fit_rows)
+
+
+def test_expected_value_is_capped_per_task_at_the_largest_train_label():
+    params = ziln.fit_head_params({"lt_30": np.array([0.0, 0.5, 2.0]),
+                                   "ltv_30": np.array([0.0, 7.0, 1.0]), "lt_180": np.array([])})
+    assert params == {"max_future": [2.0, 7.0, 1.0]}
+    # One user with a huge sigma (mean e^50) and one with a small mean, three tasks.
+    logits = np.array([[[0.0, 0.0, 10.0], [0.0, 0.0, 10.0], [0.0, 0.0, 10.0]],
+                       [[0.0, -3.0, -5.0], [0.0, -3.0, -5.0], [0.0, -3.0, -5.0]]], np.float32)
+    small = 0.5 * np.exp(-3.0 + 0.5 * _softplus(-5.0) ** 2)
+    np.testing.assert_allclose(ziln.expected_value(logits, **params).numpy(),
+                               [[2.0, 7.0, 1.0], [small, small, small]], rtol=1e-5)
+    np.testing.assert_allclose(ziln.positive_probability(logits, **params).numpy(), 0.5)
+    # The loss of the head interface is the published loss: the cap does not enter it.
+    np.testing.assert_allclose(ziln.loss(LABELS, LOGITS, None, max_future=[1.0, 1.0]).numpy(),
+                               _reference_loss(LABELS, LOGITS), rtol=1e-5)
