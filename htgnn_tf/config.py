@@ -205,7 +205,7 @@ class TrainConfig:
     epochs: int = 20
     batch_cohorts: int = 4
     learning_rate: float = 2e-3
-    early_stopping_patience: int = 4
+    early_stopping_patience: int = 6
     seed: int = 17
     mixed_precision: bool = False
     xla: bool = False

@@ -98,3 +98,12 @@ def test_data_fingerprint_follows_the_bytes_not_the_location(tiny_data, tmp_path
     assert benchmark.data_fingerprint(edited) != benchmark.data_fingerprint(tiny_data)
     assert (benchmark.cache_key("htgnn", edited, 7, 12, 0)
             != benchmark.cache_key("htgnn", copy, 7, 12, 0))
+
+
+def test_every_table_row_has_a_runner_main_comparison_first():
+    available = list(benchmark.runners(epochs=1))
+    for table, models in benchmark.TABLES.items():
+        assert set(models) <= set(available), table
+    assert available[:7] == ["reference", "htgnn", "btyd", "xgboost", "ziln", "mdme", "expltv"]
+    assert set(available) == {"reference", *benchmark.HTGNN_VARIANTS, *benchmark.GNN_VARIANTS,
+                              "btyd", "xgboost", "ziln", "mdme", "expltv"}
