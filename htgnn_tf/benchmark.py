@@ -4,7 +4,8 @@ Every model reads the same dataset (the TFRecords of `htgnn build-dataset`), the
 split (train: fit + validation carved as `training.cohort_dataset` does; the test split
 only for scoring), the same observed days s (default 7) and is scored by the same code
 (:mod:`htgnn_tf.metrics`): NRMSE, NMAE, normalized Gini and AUC for LT and LTV at every
-horizon, over the labelled test users. Each (model, seed) run is cached as
+horizon, over the labelled test users, and Table I again under the paper's stratified
+protocol (Sec. V-A: each horizon scored on the users of its lifetime stratum). Each (model, seed) run is cached as
 ``<out>/runs/<model>/seed-<k>/predictions.npz`` under a key of the model's settings and
 source files, the bytes of the dataset and s, so a rerun trains only what changed. The tables
 (mean ± std over seeds, rows = models) go to ``<out>/benchmark.md`` and
@@ -138,11 +139,20 @@ def baseline_runners(epochs: int) -> dict[str, Runner]:
 
 
 # ------------------------------------------------------------------ scoring
-def score(rows: dict, predictions: dict, horizons) -> dict:
-    """{task: {metric: value or None}} over the labelled test users."""
+def score(rows: dict, predictions: dict, horizons, stratified: bool = False) -> dict:
+    """{task: {metric: value or None}} over the labelled test users or, if `stratified`,
+    over those of the paper's stratum of each horizon (Sec. V-A, ``evaluate.STRATA``:
+    lifetime 30-180 days for the 30-day tasks, 181-365 for 180, > 365 for 365; a horizon
+    without a stratum has no values)."""
+    from htgnn_tf.evaluate import STRATA
+
+    strata = {h: (low, high or np.inf) for h, low, high in STRATA}
     result = {}
     for h in horizons:
         known = rows[gs.label_mask_name(h)] > 0
+        if stratified:
+            low, high = strata.get(h, (np.inf, np.inf))
+            known &= (rows[gs.LIFETIME_DAYS] >= low) & (rows[gs.LIFETIME_DAYS] <= high)
         active = (rows[gs.last_active_name(h)] >= rows[gs.OBS_DAYS])[known].astype(float)
         prob = predictions.get(f"p_active_after_obs_{h}")
         for kind in ("lt", "ltv"):
@@ -249,39 +259,53 @@ def summarize(scores: dict[str, list[dict]]) -> dict:
     return out
 
 
-def markdown(summary: dict, horizons, title: str, seconds: dict[str, list[float]]) -> str:
-    """The tables in the paper's layout; the best mean of each column is in bold."""
+def _table(summary: dict, models: list[str], horizons) -> list[str]:
+    """The LT and the LTV table of `models` (paper layout); best mean per column in bold."""
+    lines = []
+    for kind in ("lt", "ltv"):
+        header = ["model"] + [f"{kind.upper()}{h} {m.upper()}" for h in horizons
+                              for m in METRICS]
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        best = {}
+        for h in horizons:
+            for metric in METRICS:
+                means = [summary[m][f"{kind}_{h}"][metric][0] for m in models
+                         if summary[m][f"{kind}_{h}"][metric] is not None]
+                if means:
+                    best[h, metric] = (min if LOWER_IS_BETTER[metric] else max)(means)
+        for model in models:
+            cells = [model]
+            for h in horizons:
+                for metric in METRICS:
+                    value = summary[model][f"{kind}_{h}"][metric]
+                    if value is None:
+                        cells.append("—")
+                        continue
+                    cell = f"{value[0]:.4f} ± {value[1]:.4f}"
+                    cells.append(f"**{cell}**" if value[0] == best[h, metric] else cell)
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
+
+
+def markdown(summary: dict, horizons, title: str, seconds: dict[str, list[float]],
+             stratified: dict | None = None) -> str:
+    """Tables I-IV in the paper's layout over all labelled test users, Table I again
+    under the paper's stratified protocol (`stratified`, a summary like `summary`) and
+    the wall time per model."""
     lines = [f"# {title}", "",
              "mean ± std over seeds; NRMSE, NMAE lower is better, Gini, AUC higher is better; "
              "the best mean of each column of a table is in bold.", ""]
     for table, models in TABLES.items():
         models = [m for m in models if m in summary]
-        if not models:
-            continue
-        lines += [f"## {table}", ""]
-        for kind in ("lt", "ltv"):
-            header = ["model"] + [f"{kind.upper()}{h} {m.upper()}" for h in horizons
-                                  for m in METRICS]
-            lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-            best = {}
-            for h in horizons:
-                for metric in METRICS:
-                    means = [summary[m][f"{kind}_{h}"][metric][0] for m in models
-                             if summary[m][f"{kind}_{h}"][metric] is not None]
-                    if means:
-                        best[h, metric] = (min if LOWER_IS_BETTER[metric] else max)(means)
-            for model in models:
-                cells = [model]
-                for h in horizons:
-                    for metric in METRICS:
-                        value = summary[model][f"{kind}_{h}"][metric]
-                        if value is None:
-                            cells.append("—")
-                            continue
-                        cell = f"{value[0]:.4f} ± {value[1]:.4f}"
-                        cells.append(f"**{cell}**" if value[0] == best[h, metric] else cell)
-                lines.append("| " + " | ".join(cells) + " |")
-            lines.append("")
+        if models:
+            lines += [f"## {table}", "", *_table(summary, models, horizons)]
+    models = [m for m in TABLES["Table I: baselines"] if m in (stratified or {})]
+    if models:
+        lines += ["## Table I under the paper's stratified protocol", "",
+                  "Test users with lifetime 30-180 days scored on the 30-day tasks, 181-365 "
+                  "on the 180-day tasks, > 365 on the 365-day tasks (Sec. V-A).", "",
+                  *_table(stratified, models, horizons)]
     lines += ["## Wall time per run (training + scoring, seconds, when the run was made)", "",
               "| model | mean | min | max | runs |", "|---|---|---|---|---|"]
     for model, values in seconds.items():
@@ -304,6 +328,7 @@ def benchmark(data_dir: str, out: str, models: list[str] | None, seeds: int, obs
     horizons = training.read_artifacts(data_dir)["spec"]["horizons"]
     rows = test_rows(data_dir, obs_days)
     scores: dict[str, list[dict]] = {}
+    stratified: dict[str, list[dict]] = {}
     seconds: dict[str, list[float]] = {}
     for model in models:
         for seed in range(seeds):
@@ -311,17 +336,20 @@ def benchmark(data_dir: str, out: str, models: list[str] | None, seeds: int, obs
             predictions, took = run_model(model, available[model], data_dir, out, seed,
                                           obs_days, epochs, rows)
             scores.setdefault(model, []).append(score(rows, predictions, horizons))
+            stratified.setdefault(model, []).append(
+                score(rows, predictions, horizons, stratified=True))
             seconds.setdefault(model, []).append(took)
-    summary = summarize(scores)
+    summary, stratified_summary = summarize(scores), summarize(stratified)
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "benchmark.json"), "w") as f:
         json.dump({"obs_days": obs_days, "seeds": seeds, "epochs": epochs, "scores": scores,
-                   "seconds": seconds, "summary": summary}, f, indent=1)
+                   "stratified_scores": stratified, "seconds": seconds, "summary": summary,
+                   "stratified_summary": stratified_summary}, f, indent=1)
     text = markdown(summary, horizons, f"Benchmark on {data_dir} at s = {obs_days} days, "
-                                       f"{seeds} seed(s)", seconds)
+                                       f"{seeds} seed(s)", seconds, stratified_summary)
     with open(os.path.join(out, "benchmark.md"), "w") as f:
         f.write(text)
-    return {"summary": summary, "markdown": text}
+    return {"summary": summary, "stratified_summary": stratified_summary, "markdown": text}
 
 
 def parse_args(argv=None):

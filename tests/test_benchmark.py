@@ -60,6 +60,8 @@ def test_runs_are_cached_and_tables_written(tiny_data, tmp_path):
     assert "| reference | " in table and f"{mean:.4f} ± 0.0000" in table
     assert json.load(open(os.path.join(out, "benchmark.json")))["seeds"] == 2
     assert "## Wall time per run" in table and "| reference | " in table.split("## Wall")[1]
+    stratified = table.split("## Table I under the paper's stratified protocol")[1]
+    assert "| reference | " in stratified.split("## Wall")[0]
 
 
 def test_code_fingerprint_covers_the_right_sources():
@@ -107,3 +109,29 @@ def test_every_table_row_has_a_runner_main_comparison_first():
     assert available[:7] == ["reference", "htgnn", "btyd", "xgboost", "ziln", "mdme", "expltv"]
     assert set(available) == {"reference", *benchmark.HTGNN_VARIANTS, *benchmark.GNN_VARIANTS,
                               "btyd", "xgboost", "ziln", "mdme", "expltv"}
+
+
+def test_stratified_score_keeps_the_lifetime_stratum_of_each_horizon():
+    rng = np.random.default_rng(1)
+    n = 400
+    lifetime = rng.integers(0, 500, n)
+    rows = {gs.LIFETIME_DAYS: lifetime, gs.OBS_DAYS: np.full(n, 7)}
+    predictions = {}
+    for h in (30, 180, 365):
+        rows[f"lt_{h}"] = rng.integers(1, 20, n).astype(float)
+        rows[f"ltv_{h}"] = rng.gamma(1, 10, n)
+        rows[f"label_mask_{h}"] = (rng.random(n) > 0.1).astype(float)
+        rows[f"last_active_day_{h}"] = rng.integers(0, h, n)
+        predictions[f"lt_{h}"] = rows[f"lt_{h}"] + rng.random(n)
+        predictions[f"ltv_{h}"] = rng.gamma(1, 10, n)
+        predictions[f"p_active_after_obs_{h}"] = rng.random(n)
+    scored = benchmark.score(rows, predictions, [30, 180, 365], stratified=True)
+    for h, low, high in ((30, 30, 180), (180, 181, 365), (365, 366, np.inf)):
+        keep = (rows[f"label_mask_{h}"] > 0) & (lifetime >= low) & (lifetime <= high)
+        y, p = rows[f"ltv_{h}"][keep], predictions[f"ltv_{h}"][keep]
+        np.testing.assert_allclose(scored[f"ltv_{h}"]["nmae"],
+                                   np.mean(np.abs(y - p)) / np.mean(y))
+        y, p = rows[f"lt_{h}"][keep], predictions[f"lt_{h}"][keep]
+        np.testing.assert_allclose(scored[f"lt_{h}"]["nrmse"],
+                                   np.sqrt(np.mean((y - p) ** 2)) / np.mean(y))
+    assert scored["ltv_30"] != benchmark.score(rows, predictions, [30])["ltv_30"]
