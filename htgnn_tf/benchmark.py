@@ -219,16 +219,29 @@ def cache_key(name: str, data_dir: str, obs_days: int, epochs: int, seed: int) -
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
+def load_cached(name: str, data_dir: str, out: str, seed: int, obs_days: int,
+                epochs: int) -> tuple[dict, float] | None:
+    """The cached predictions and wall seconds of one model and seed, or None when the
+    run is missing or its key (settings, code, data, s, epochs, seed) has changed."""
+    run_dir = os.path.join(out, "runs", name, f"seed-{seed}")
+    cached = os.path.join(run_dir, "predictions.npz")
+    if not (os.path.exists(cached) and open(os.path.join(run_dir, "key")).read()
+            == cache_key(name, data_dir, obs_days, epochs, seed)):
+        return None
+    with open(os.path.join(run_dir, "seconds")) as f:
+        return dict(np.load(cached)), float(f.read())
+
+
 def run_model(name: str, runner: Runner, data_dir: str, out: str, seed: int, obs_days: int,
               epochs: int, rows: dict) -> tuple[dict, float]:
     """Runs (or loads from the cache) one model and seed; returns its predictions and
     the wall seconds the run took when it was trained."""
+    found = load_cached(name, data_dir, out, seed, obs_days, epochs)
+    if found is not None:
+        return found
     run_dir = os.path.join(out, "runs", name, f"seed-{seed}")
     key = cache_key(name, data_dir, obs_days, epochs, seed)
     cached = os.path.join(run_dir, "predictions.npz")
-    if os.path.exists(cached) and open(os.path.join(run_dir, "key")).read() == key:
-        with open(os.path.join(run_dir, "seconds")) as f:
-            return dict(np.load(cached)), float(f.read())
     os.makedirs(run_dir, exist_ok=True)
     start = time.time()
     predictions = runner(data_dir, seed, os.path.join(run_dir, "work"), obs_days)
@@ -263,8 +276,8 @@ def _table(summary: dict, models: list[str], horizons) -> list[str]:
     """The LT and the LTV table of `models` (paper layout); best mean per column in bold."""
     lines = []
     for kind in ("lt", "ltv"):
-        header = ["model"] + [f"{kind.upper()}{h} {m.upper()}" for h in horizons
-                              for m in METRICS]
+        header = ["model", "seeds"] + [f"{kind.upper()}{h} {m.upper()}" for h in horizons
+                                       for m in METRICS]
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         best = {}
         for h in horizons:
@@ -274,7 +287,8 @@ def _table(summary: dict, models: list[str], horizons) -> list[str]:
                 if means:
                     best[h, metric] = (min if LOWER_IS_BETTER[metric] else max)(means)
         for model in models:
-            cells = [model]
+            cells = [model, str(max(v[2] for metric in summary[model].values()
+                                    for v in metric.values() if v is not None))]
             for h in horizons:
                 for metric in METRICS:
                     value = summary[model][f"{kind}_{h}"][metric]
@@ -316,7 +330,10 @@ def markdown(summary: dict, horizons, title: str, seconds: dict[str, list[float]
 
 
 def benchmark(data_dir: str, out: str, models: list[str] | None, seeds: int, obs_days: int,
-              epochs: int) -> dict:
+              epochs: int, cached_only: bool = False) -> dict:
+    """Runs (or, with `cached_only`, only loads from the cache) every model x seed and
+    writes the tables. With `cached_only` nothing is trained: a model is scored over the
+    seeds it has finished (the tables' "seeds" column) and one with none is left out."""
     from htgnn_tf import training
 
     available = runners(epochs)
@@ -332,21 +349,32 @@ def benchmark(data_dir: str, out: str, models: list[str] | None, seeds: int, obs
     seconds: dict[str, list[float]] = {}
     for model in models:
         for seed in range(seeds):
-            print(f"--- {model}, seed {seed}", flush=True)
-            predictions, took = run_model(model, available[model], data_dir, out, seed,
-                                          obs_days, epochs, rows)
+            if cached_only:
+                found = load_cached(model, data_dir, out, seed, obs_days, epochs)
+                if found is None:
+                    print(f"--- {model}, seed {seed}: not in the cache, skipped", flush=True)
+                    continue
+                predictions, took = found
+            else:
+                print(f"--- {model}, seed {seed}", flush=True)
+                predictions, took = run_model(model, available[model], data_dir, out, seed,
+                                              obs_days, epochs, rows)
             scores.setdefault(model, []).append(score(rows, predictions, horizons))
             stratified.setdefault(model, []).append(
                 score(rows, predictions, horizons, stratified=True))
             seconds.setdefault(model, []).append(took)
+    if not scores:
+        raise ValueError(f"no finished run of {models} in {out}/runs; run without "
+                         "--cached-only to train them")
     summary, stratified_summary = summarize(scores), summarize(stratified)
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "benchmark.json"), "w") as f:
         json.dump({"obs_days": obs_days, "seeds": seeds, "epochs": epochs, "scores": scores,
                    "stratified_scores": stratified, "seconds": seconds, "summary": summary,
                    "stratified_summary": stratified_summary}, f, indent=1)
+    runs = f"finished runs of up to {seeds} seed(s)" if cached_only else f"{seeds} seed(s)"
     text = markdown(summary, horizons, f"Benchmark on {data_dir} at s = {obs_days} days, "
-                                       f"{seeds} seed(s)", seconds, stratified_summary)
+                                       f"{runs}", seconds, stratified_summary)
     with open(os.path.join(out, "benchmark.md"), "w") as f:
         f.write(text)
     return {"summary": summary, "stratified_summary": stratified_summary, "markdown": text}
@@ -369,6 +397,10 @@ def parse_args(argv=None):
     p.add_argument("--epochs", type=int, default=20,
                    help="training budget of every neural model (at most this many epochs, "
                         "early stopping on the validation part with TrainConfig's patience)")
+    p.add_argument("--cached-only", action="store_true",
+                   help="train nothing: build the tables from the runs already in the cache "
+                        "(a model is scored over the seeds it has finished, see the tables' "
+                        "seeds column; one with none is left out)")
     return p.parse_args(argv)
 
 
@@ -376,7 +408,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         result = benchmark(args.data, args.out, args.models, args.seeds, args.obs_days,
-                           args.epochs)
+                           args.epochs, args.cached_only)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -59,9 +59,34 @@ def test_runs_are_cached_and_tables_written(tiny_data, tmp_path):
     table = open(os.path.join(out, "benchmark.md")).read()
     assert "| reference | " in table and f"{mean:.4f} ± 0.0000" in table
     assert json.load(open(os.path.join(out, "benchmark.json")))["seeds"] == 2
+    assert "| reference | 2 | " in table  # the seeds column
     assert "## Wall time per run" in table and "| reference | " in table.split("## Wall")[1]
     stratified = table.split("## Table I under the paper's stratified protocol")[1]
     assert "| reference | " in stratified.split("## Wall")[0]
+
+
+def test_cached_only_scores_finished_seeds_and_trains_nothing(tiny_data, tmp_path):
+    import pytest
+
+    def must_not_train(*args):
+        raise AssertionError("--cached-only trained a model")
+
+    out = str(tmp_path / "bench")
+    benchmark.benchmark(tiny_data, out, ["reference"], seeds=2, obs_days=3, epochs=1)
+    original = benchmark.runners
+    benchmark.runners = lambda epochs: {"reference": must_not_train, "htgnn": must_not_train}
+    try:
+        result = benchmark.benchmark(tiny_data, out, ["reference", "htgnn"], seeds=3,
+                                     obs_days=3, epochs=1, cached_only=True)
+        with pytest.raises(ValueError, match="no finished run"):
+            benchmark.benchmark(tiny_data, str(tmp_path / "empty"), None, seeds=1,
+                                obs_days=3, epochs=1, cached_only=True)
+    finally:
+        benchmark.runners = original
+    assert list(result["summary"]) == ["reference"]  # htgnn has no finished run
+    assert result["summary"]["reference"]["ltv_30"]["nmae"][2] == 2
+    assert "| reference | 2 | " in result["markdown"]
+    assert "finished runs of up to 3 seed(s)" in result["markdown"]
 
 
 def test_code_fingerprint_covers_the_right_sources():
@@ -78,7 +103,7 @@ def test_markdown_bolds_the_best_mean_of_each_column_and_lists_wall_time():
     text = benchmark.markdown(summary, [30], "t", {"htgnn": [100.0, 120.0], "xgboost": [5.0]})
     table_1 = text.split("## Table II")[0].splitlines()
     lt = [line for line in table_1 if line.startswith("| htgnn |")][0]  # the LT table
-    assert lt.split(" | ")[1:4] == ["**0.4000 ± 0.0100**", "**0.5000 ± 0.0000**",
+    assert lt.split(" | ")[1:5] == ["3", "**0.4000 ± 0.0100**", "**0.5000 ± 0.0000**",
                                     "0.3000 ± 0.0200"]
     xgb = [line for line in table_1 if line.startswith("| xgboost |")][0]
     assert "**0.6000 ± 0.0200**" in xgb and xgb.endswith("| — |")
