@@ -5,9 +5,10 @@ split (train: fit + validation carved as `training.cohort_dataset` does; the tes
 only for scoring), the same observed days s (default 7) and is scored by the same code
 (:mod:`htgnn_tf.metrics`): NRMSE, NMAE, normalized Gini and AUC for LT and LTV at every
 horizon, over the labelled test users, and Table I again under the paper's stratified
-protocol (Sec. V-A: each horizon scored on the users of its lifetime stratum). Each (model, seed) run is cached as
-``<out>/runs/<model>/seed-<k>/predictions.npz`` under a key of the model's settings and
-source files, the bytes of the dataset and s, so a rerun trains only what changed. The tables
+protocol (Sec. V-A: each horizon scored on the users of its lifetime stratum). Each
+(model, seed) run is cached as ``<out>/runs/<model>/seed-<k>/predictions.npz`` under a
+key of the model's settings and source files, the bytes of the dataset and s, so a rerun
+trains only what changed. The tables
 (mean ± std over seeds, rows = models) go to ``<out>/benchmark.md`` and
 ``<out>/benchmark.json``.
 
@@ -219,15 +220,22 @@ def cache_key(name: str, data_dir: str, obs_days: int, epochs: int, seed: int) -
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
+def run_directory(out: str, name: str, seed: int) -> str:
+    """Where one model and seed keeps its cached run (predictions.npz, key, seconds)."""
+    return os.path.join(out, "runs", name, f"seed-{seed}")
+
+
 def load_cached(name: str, data_dir: str, out: str, seed: int, obs_days: int,
                 epochs: int) -> tuple[dict, float] | None:
     """The cached predictions and wall seconds of one model and seed, or None when the
     run is missing or its key (settings, code, data, s, epochs, seed) has changed."""
-    run_dir = os.path.join(out, "runs", name, f"seed-{seed}")
+    run_dir = run_directory(out, name, seed)
     cached = os.path.join(run_dir, "predictions.npz")
-    if not (os.path.exists(cached) and open(os.path.join(run_dir, "key")).read()
-            == cache_key(name, data_dir, obs_days, epochs, seed)):
+    if not os.path.exists(cached):
         return None
+    with open(os.path.join(run_dir, "key")) as f:
+        if f.read() != cache_key(name, data_dir, obs_days, epochs, seed):
+            return None
     with open(os.path.join(run_dir, "seconds")) as f:
         return dict(np.load(cached)), float(f.read())
 
@@ -239,7 +247,7 @@ def run_model(name: str, runner: Runner, data_dir: str, out: str, seed: int, obs
     found = load_cached(name, data_dir, out, seed, obs_days, epochs)
     if found is not None:
         return found
-    run_dir = os.path.join(out, "runs", name, f"seed-{seed}")
+    run_dir = run_directory(out, name, seed)
     key = cache_key(name, data_dir, obs_days, epochs, seed)
     cached = os.path.join(run_dir, "predictions.npz")
     os.makedirs(run_dir, exist_ok=True)
