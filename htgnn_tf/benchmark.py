@@ -242,11 +242,8 @@ def load_cached(name: str, data_dir: str, out: str, seed: int, obs_days: int,
 
 def run_model(name: str, runner: Runner, data_dir: str, out: str, seed: int, obs_days: int,
               epochs: int, rows: dict) -> tuple[dict, float]:
-    """Runs (or loads from the cache) one model and seed; returns its predictions and
-    the wall seconds the run took when it was trained."""
-    found = load_cached(name, data_dir, out, seed, obs_days, epochs)
-    if found is not None:
-        return found
+    """Trains one model and seed and caches the run; returns its predictions and the
+    wall seconds the run took."""
     run_dir = run_directory(out, name, seed)
     key = cache_key(name, data_dir, obs_days, epochs, seed)
     cached = os.path.join(run_dir, "predictions.npz")
@@ -303,7 +300,9 @@ def _table(summary: dict, models: list[str], horizons) -> list[str]:
                     if value is None:
                         cells.append("—")
                         continue
-                    cell = f"{value[0]:.4f} ± {value[1]:.4f}"
+                    # one seed has no spread: the mean alone, not a "± 0.0000"
+                    cell = (f"{value[0]:.4f} ± {value[1]:.4f}" if value[2] > 1
+                            else f"{value[0]:.4f}")
                     cells.append(f"**{cell}**" if value[0] == best[h, metric] else cell)
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
@@ -350,6 +349,11 @@ def benchmark(data_dir: str, out: str, models: list[str] | None, seeds: int, obs
     if missing:
         raise ValueError(f"unknown or unavailable models {missing}; available: "
                          f"{sorted(available)}")
+    if not os.path.isfile(os.path.join(data_dir, "transform.json")):
+        raise FileNotFoundError(
+            f"--data {data_dir} is not a dataset directory (it has no transform.json): pass "
+            "the --out directory of `htgnn build-dataset`, e.g. runs/demo/data after "
+            "`make demo`")
     horizons = training.read_artifacts(data_dir)["spec"]["horizons"]
     rows = test_rows(data_dir, obs_days)
     scores: dict[str, list[dict]] = {}
@@ -357,16 +361,17 @@ def benchmark(data_dir: str, out: str, models: list[str] | None, seeds: int, obs
     seconds: dict[str, list[float]] = {}
     for model in models:
         for seed in range(seeds):
-            if cached_only:
-                found = load_cached(model, data_dir, out, seed, obs_days, epochs)
-                if found is None:
-                    print(f"--- {model}, seed {seed}: not in the cache, skipped", flush=True)
-                    continue
-                predictions, took = found
+            found = load_cached(model, data_dir, out, seed, obs_days, epochs)
+            if found is not None:
+                print(f"--- {model}, seed {seed}: from the cache", flush=True)
+            elif cached_only:
+                print(f"--- {model}, seed {seed}: not in the cache, skipped", flush=True)
+                continue
             else:
-                print(f"--- {model}, seed {seed}", flush=True)
-                predictions, took = run_model(model, available[model], data_dir, out, seed,
-                                              obs_days, epochs, rows)
+                print(f"--- {model}, seed {seed}: training", flush=True)
+                found = run_model(model, available[model], data_dir, out, seed, obs_days,
+                                  epochs, rows)
+            predictions, took = found
             scores.setdefault(model, []).append(score(rows, predictions, horizons))
             stratified.setdefault(model, []).append(
                 score(rows, predictions, horizons, stratified=True))
@@ -388,23 +393,33 @@ def benchmark(data_dir: str, out: str, models: list[str] | None, seeds: int, obs
     return {"summary": summary, "stratified_summary": stratified_summary, "markdown": text}
 
 
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter, prog="htgnn benchmark", description=(
+    p = argparse.ArgumentParser(prog="htgnn benchmark", description=(
         "Train and evaluate HT-GNN, its ablations, GNN variants and the baselines on the "
         "same split, observed days and metrics; tables in the paper's layout. Finished "
         "runs are cached, so a rerun trains only what changed."))
     p.add_argument("--data", required=True, help="output directory of `htgnn build-dataset`")
-    p.add_argument("--out", required=True, help="benchmark directory (runs, cache, tables)")
+    p.add_argument("--out", required=True, help="benchmark directory (runs, cache, tables); one per dataset, since "
+                        "each model and seed has one cache slot there")
     p.add_argument("--models", nargs="*", default=None,
                    help="models to run (default: all): reference, htgnn, htgnn_wo_hg, "
                         "htgnn_wo_dw, htgnn_wo_dt, htgnn_mse, htgnn_huber, gcn, graphsage, "
                         "gatv2, hgt, btyd, xgboost, ziln, mdme, expltv")
-    p.add_argument("--seeds", type=int, default=3, help="seeds per model (default 3)")
-    p.add_argument("--obs-days", type=int, default=7, help="observed days s (default 7)")
-    p.add_argument("--epochs", type=int, default=20,
-                   help="training budget of every neural model (at most this many epochs, "
-                        "early stopping on the validation part with TrainConfig's patience)")
+    p.add_argument("--seeds", type=positive_int, default=3,
+                   help="seeds per model: seeds 0 .. N-1 (default 3)")
+    p.add_argument("--obs-days", type=positive_int, default=7,
+                   help="observed days s (default 7)")
+    p.add_argument("--epochs", type=positive_int, default=20,
+                   help="training budget of every neural model: at most this many epochs, "
+                        "early stopping on the validation part with TrainConfig's patience "
+                        "(default 20)")
     p.add_argument("--cached-only", action="store_true",
                    help="train nothing: build the tables from the runs already in the cache "
                         "(a model is scored over the seeds it has finished, see the tables' "

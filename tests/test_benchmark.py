@@ -160,3 +160,21 @@ def test_stratified_score_keeps_the_lifetime_stratum_of_each_horizon():
         np.testing.assert_allclose(scored[f"lt_{h}"]["nrmse"],
                                    np.sqrt(np.mean((y - p) ** 2)) / np.mean(y))
     assert scored["ltv_30"] != benchmark.score(rows, predictions, [30])["ltv_30"]
+
+
+def test_one_seed_cells_show_the_mean_without_a_spread():
+    cell = {"nrmse": (0.4, 0.0, 1), "nmae": (0.5, 0.0, 1), "gini": (0.3, 0.0, 1), "auc": None}
+    text = benchmark.markdown({"htgnn": {"lt_30": cell, "ltv_30": cell}}, [30], "t", {})
+    row = [line for line in text.splitlines() if line.startswith("| htgnn |")][0]
+    assert row.split(" | ")[1:5] == ["1", "**0.4000**", "**0.5000**", "**0.3000**"]
+
+
+def test_cli_rejects_zero_seeds_and_a_directory_that_is_no_dataset(tmp_path, capsys):
+    import pytest
+
+    with pytest.raises(SystemExit):
+        benchmark.parse_args(["--data", "d", "--out", "o", "--seeds", "0"])
+    assert "--seeds: must be at least 1, got 0" in capsys.readouterr().err
+    code = benchmark.main(["--data", str(tmp_path), "--out", str(tmp_path / "o")])
+    assert code == 2
+    assert "is not a dataset directory" in capsys.readouterr().err

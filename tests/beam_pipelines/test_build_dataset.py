@@ -251,6 +251,12 @@ def test_direct_runner_writes_the_same_graphs_as_fnapi_runner(tmp_path):
     for key in ("rows", "users", "cohorts", "censored_labels"):
         assert reports["FnApiRunner"][key] == reports["DirectRunner"][key]
     assert graphs["FnApiRunner"] == graphs["DirectRunner"] and graphs["FnApiRunner"]
+    # Every record is in protobuf's deterministic (sorted feature map) order, so a rebuild
+    # in another process writes the same bytes and keeps the benchmark's cache valid.
+    from tensorflow.core.example import example_pb2
+    for record in graphs["DirectRunner"]:
+        assert record == example_pb2.Example.FromString(record).SerializeToString(
+            deterministic=True)
 
 
 def _records(path):
