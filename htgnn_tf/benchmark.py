@@ -406,7 +406,8 @@ def parse_args(argv=None):
         "same split, observed days and metrics; tables in the paper's layout. Finished "
         "runs are cached, so a rerun trains only what changed."))
     p.add_argument("--data", required=True, help="output directory of `htgnn build-dataset`")
-    p.add_argument("--out", required=True, help="benchmark directory (runs, cache, tables); one per dataset, since "
+    p.add_argument("--out", required=True,
+                   help="benchmark directory (runs, cache, tables); one per dataset, since "
                         "each model and seed has one cache slot there")
     p.add_argument("--models", nargs="*", default=None,
                    help="models to run (default: all): reference, htgnn, htgnn_wo_hg, "
